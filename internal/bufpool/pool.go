@@ -54,7 +54,7 @@ func New(maxBuf int, limit int64) (*Pool, error) {
 	}
 	p := &Pool{maxClass: k, limit: limit}
 	p.mu.free = make([][][]byte, k+1)
-	p.mu.free[k] = append(p.mu.free[k], alloc(Align<<k))
+	p.mu.free[k] = append(p.mu.free[k], Alloc(Align<<k))
 	p.mu.allocated = int64(Align) << k
 	return p, nil
 }
@@ -67,8 +67,10 @@ func class(n int) int {
 	return bits.Len(uint((n - 1) / Align))
 }
 
-// alloc returns n bytes whose address is a multiple of Align.
-func alloc(n int) []byte {
+// Alloc returns n bytes whose address is a multiple of Align, outside any
+// pool: for buffers that live as long as the program, such as a shared zero
+// buffer.
+func Alloc(n int) []byte {
 	b := make([]byte, n+Align)
 	off := 0
 	if r := int(uintptr(unsafe.Pointer(unsafe.SliceData(b))) % Align); r != 0 {
@@ -96,7 +98,7 @@ func (p *Pool) Get(n int) ([]byte, bool) {
 		b = fl[len(fl)-1]
 		p.mu.free[k] = fl[:len(fl)-1]
 	} else if size := int64(Align) << k; p.mu.allocated+size <= p.limit {
-		b = alloc(int(size))
+		b = Alloc(int(size))
 		p.mu.allocated += size
 	} else {
 		// Borrow a larger free buffer rather than wait; Put returns it

@@ -1,0 +1,289 @@
+// Package dmio is the engine's I/O layer, the user-space counterpart of the
+// kernel's dm-io as kcopyd uses it (spec §7): a request reads one region
+// into a buffer, or writes one buffer (or zeroes) to up to MaxRegions
+// regions in parallel, and completes once, after every region is done, with
+// one error per region.
+//
+// Requests run on a fixed set of goroutines owned by an Engine, so issuing
+// I/O allocates nothing. Regions longer than a device's MaxTransfer are
+// split. Write-zeroes uses the device's native operation when the caller
+// asks for it and falls back to writing from a shared zero buffer when the
+// device says at run time that it cannot (dm-io would fail the region
+// instead, spec §3.3).
+package dmio
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"github.com/kcopyd/kcopyd/device"
+	"github.com/kcopyd/kcopyd/internal/bufpool"
+)
+
+// MaxRegions is the most regions one request may carry.
+const MaxRegions = 8
+
+// zeroes is the shared source of zero writes; never written to.
+var zeroes = bufpool.Alloc(1 << 20)
+
+// Zeroes returns a read-only view of the shared zero buffer, n bytes long
+// (n at most 1 MiB). Callers must not write to it.
+func Zeroes(n int) []byte { return zeroes[:n] }
+
+// Op is the kind of a request.
+type Op uint8
+
+// Request kinds.
+const (
+	OpRead        Op = iota // read Regions[0] into Buf
+	OpWrite                 // write Buf to every region
+	OpWriteZeroes           // make every region read as zeroes
+)
+
+func (o Op) String() string {
+	switch o {
+	case OpRead:
+		return "read"
+	case OpWrite:
+		return "write"
+	case OpWriteZeroes:
+		return "write-zeroes"
+	}
+	return fmt.Sprintf("Op(%d)", int(o))
+}
+
+// Region is a byte range of a device.
+type Region struct {
+	Dev      device.Device
+	Off, Len int64
+}
+
+// Range is a byte range without a device.
+type Range struct{ Off, Len int64 }
+
+// Request is one I/O request. The caller owns it and may reuse it after
+// Notify has been called.
+type Request struct {
+	Op      Op
+	Regions [MaxRegions]Region
+	N       int    // regions in use; 1 for OpRead
+	Buf     []byte // OpRead: len(Buf) == Regions[0].Len; OpWrite: the data
+
+	// Native, for OpWriteZeroes, uses device.WriteZeroer; otherwise zeroes
+	// are written from memory.
+	Native bool
+
+	// Salvage, for OpRead, re-reads a failed region block by block so that
+	// only the blocks that cannot be read are zero-filled and reported in
+	// Bad. Without it a failed read zero-fills the whole buffer.
+	Salvage bool
+
+	// Notify runs once, on an I/O goroutine, when every region is done. It
+	// must not block for long.
+	Notify func(*Request)
+
+	// Results, valid in Notify.
+	Errs [MaxRegions]error // per region; nil = success
+	Bad  []Range           // OpRead with an error: device ranges zero-filled
+
+	pending atomic.Int32
+}
+
+type task struct {
+	r *Request
+	i int
+}
+
+// Engine runs requests on a fixed pool of goroutines.
+type Engine struct {
+	tasks chan task
+	wg    sync.WaitGroup
+}
+
+// New starts an engine with the given number of I/O goroutines.
+func New(workers int) *Engine {
+	if workers < 1 {
+		workers = 1
+	}
+	e := &Engine{tasks: make(chan task, 4*workers)}
+	e.wg.Add(workers)
+	for range workers {
+		go e.run()
+	}
+	return e
+}
+
+// Submit starts r. It blocks only while the engine's queue is full. r must
+// not be touched again until its Notify runs.
+func (e *Engine) Submit(r *Request) {
+	n := r.N
+	if r.Op == OpRead {
+		n = 1
+	}
+	if n < 1 || n > MaxRegions {
+		panic(fmt.Sprintf("dmio: request with %d regions", n))
+	}
+	for i := range n {
+		r.Errs[i] = nil
+	}
+	r.Bad = r.Bad[:0]
+	r.pending.Store(int32(n))
+	for i := range n {
+		e.tasks <- task{r, i}
+	}
+}
+
+// Close stops the engine's goroutines. Every submitted request must have
+// completed first.
+func (e *Engine) Close() {
+	close(e.tasks)
+	e.wg.Wait()
+}
+
+func (e *Engine) run() {
+	defer e.wg.Done()
+	for t := range e.tasks {
+		r := t.r
+		reg := r.Regions[t.i]
+		var err error
+		switch r.Op {
+		case OpRead:
+			err = read(r, reg)
+		case OpWrite:
+			err = writeAll(reg, r.Buf[:reg.Len])
+		case OpWriteZeroes:
+			err = writeZeroes(reg, r.Native)
+		}
+		r.Errs[t.i] = err
+		if r.pending.Add(-1) == 0 {
+			r.Notify(r)
+		}
+	}
+}
+
+// step returns the largest piece size for dev: MaxTransfer rounded down to
+// the offset alignment, or max when unlimited.
+func step(dev device.Device, max int64) int64 {
+	l := device.LimitsOf(dev)
+	s := max
+	if l.MaxTransfer > 0 && l.MaxTransfer < s {
+		s = l.MaxTransfer
+		if a := int64(l.OffsetAlign); a > 1 {
+			s -= s % a
+		}
+	}
+	return s
+}
+
+func readAll(dev device.Device, p []byte, off int64) error {
+	s := step(dev, int64(len(p)))
+	for len(p) > 0 {
+		n := min(int64(len(p)), s)
+		got, err := dev.ReadAt(p[:n], off)
+		if int64(got) == n {
+			err = nil // io.ReaderAt may return io.EOF with a full read
+		} else if err == nil || errors.Is(err, io.EOF) {
+			err = &device.IOError{Op: device.OpRead, Dev: device.Name(dev), Off: off, Len: n, Err: io.ErrUnexpectedEOF}
+		}
+		if err != nil {
+			return err
+		}
+		p, off = p[n:], off+n
+	}
+	return nil
+}
+
+func writeAll(reg Region, p []byte) error {
+	s := step(reg.Dev, int64(len(p)))
+	off := reg.Off
+	for len(p) > 0 {
+		n := min(int64(len(p)), s)
+		if _, err := reg.Dev.WriteAt(p[:n], off); err != nil {
+			return err
+		}
+		p, off = p[n:], off+n
+	}
+	return nil
+}
+
+func read(r *Request, reg Region) error {
+	buf := r.Buf[:reg.Len]
+	err := readAll(reg.Dev, buf, reg.Off)
+	if err == nil {
+		return nil
+	}
+	if !r.Salvage {
+		clear(buf)
+		r.Bad = append(r.Bad, Range{reg.Off, reg.Len})
+		return err
+	}
+	// Re-read block by block; keep what reads, zero what does not.
+	l := device.LimitsOf(reg.Dev)
+	bs := int64(max(4096, l.OffsetAlign, l.LogicalBlockSize))
+	for o := int64(0); o < reg.Len; {
+		// The first block ends on a block boundary of the device.
+		n := min(bs-(reg.Off+o)%bs, reg.Len-o)
+		if readAll(reg.Dev, buf[o:o+n], reg.Off+o) != nil {
+			clear(buf[o : o+n])
+			if k := len(r.Bad); k > 0 && r.Bad[k-1].Off+r.Bad[k-1].Len == reg.Off+o {
+				r.Bad[k-1].Len += n
+			} else {
+				r.Bad = append(r.Bad, Range{reg.Off + o, n})
+			}
+		}
+		o += n
+	}
+	if len(r.Bad) == 0 {
+		// Every block read on the second try: the failure was transient.
+		return nil
+	}
+	return err
+}
+
+func writeZeroes(reg Region, native bool) error {
+	if native {
+		z, ok := reg.Dev.(device.WriteZeroer)
+		if ok {
+			err := nativeZeroes(z, reg)
+			if !errors.Is(err, device.ErrNotSupported) {
+				return err
+			}
+		}
+	}
+	s := step(reg.Dev, int64(len(zeroes)))
+	for off, end := reg.Off, reg.Off+reg.Len; off < end; {
+		n := min(end-off, s)
+		if _, err := reg.Dev.WriteAt(zeroes[:n], off); err != nil {
+			return err
+		}
+		off += n
+	}
+	return nil
+}
+
+func nativeZeroes(z device.WriteZeroer, reg Region) error {
+	max := device.LimitsOf(reg.Dev).MaxWriteZeroes
+	if max <= 0 {
+		return device.ErrNotSupported
+	}
+	if a := int64(device.LimitsOf(reg.Dev).OffsetAlign); a > 1 && max > a {
+		max -= max % a
+	}
+	for off, end := reg.Off, reg.Off+reg.Len; off < end; {
+		n := min(end-off, max)
+		if err := z.WriteZeroes(off, n); err != nil {
+			return err
+		}
+		off += n
+	}
+	return nil
+}
+
+// CanWriteZeroes reports whether dev has a native write-zeroes.
+func CanWriteZeroes(dev device.Device) bool {
+	_, ok := dev.(device.WriteZeroer)
+	return ok && device.LimitsOf(dev).MaxWriteZeroes > 0
+}

@@ -1,0 +1,166 @@
+package dmio
+
+import (
+	"bytes"
+	"errors"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/kcopyd/kcopyd/device"
+)
+
+// plain hides every optional capability of the device it holds.
+type plain struct{ device.Device }
+
+// badRange fails reads that overlap [off, off+n) and caps transfers.
+type badRange struct {
+	device.Device
+	off, n   int64
+	maxXfer  int64
+	requests int
+}
+
+var errBad = errors.New("bad sector")
+
+func (b *badRange) ReadAt(p []byte, off int64) (int, error) {
+	b.requests++
+	if off < b.off+b.n && b.off < off+int64(len(p)) {
+		return 0, &device.IOError{Op: device.OpRead, Off: off, Len: int64(len(p)), Err: errBad}
+	}
+	return b.Device.ReadAt(p, off)
+}
+
+func (b *badRange) Limits() device.Limits { return device.Limits{MaxTransfer: b.maxXfer} }
+
+func run(t *testing.T, e *Engine, r *Request) *Request {
+	t.Helper()
+	done := make(chan struct{})
+	r.Notify = func(*Request) { close(done) }
+	e.Submit(r)
+	<-done
+	return r
+}
+
+func random(n int) []byte {
+	b := make([]byte, n)
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+func TestReadThenFanOut(t *testing.T) {
+	e := New(4)
+	defer e.Close()
+	data := random(1 << 20)
+	src := device.NewMemFrom(append([]byte(nil), data...))
+	var dsts []*device.Mem
+	r := &Request{Op: OpRead, Regions: [MaxRegions]Region{{src, 4096, 300000}}, N: 1, Buf: make([]byte, 300000)}
+	run(t, e, r)
+	if r.Errs[0] != nil {
+		t.Fatal(r.Errs[0])
+	}
+	w := &Request{Op: OpWrite, Buf: r.Buf}
+	for i := range 5 {
+		d := device.NewMem(1 << 20)
+		dsts = append(dsts, d)
+		w.Regions[i] = Region{d, int64(i) * 1000, 300000}
+	}
+	w.N = 5
+	run(t, e, w)
+	for i, d := range dsts {
+		if w.Errs[i] != nil {
+			t.Fatalf("dest %d: %v", i, w.Errs[i])
+		}
+		got := make([]byte, 300000)
+		d.ReadAt(got, int64(i)*1000)
+		if !bytes.Equal(got, data[4096:4096+300000]) {
+			t.Fatalf("dest %d differs from the source", i)
+		}
+	}
+}
+
+func TestWriteZeroesNativeAndFallback(t *testing.T) {
+	e := New(2)
+	defer e.Close()
+	for _, native := range []bool{true, false} {
+		a := device.NewMemFrom(bytes.Repeat([]byte{0xff}, 3<<20))
+		b := plain{device.NewMemFrom(bytes.Repeat([]byte{0xff}, 3<<20))}
+		r := &Request{Op: OpWriteZeroes, Native: native, N: 2}
+		r.Regions[0] = Region{a, 1, 3<<20 - 2}
+		r.Regions[1] = Region{b, 1, 3<<20 - 2}
+		run(t, e, r)
+		for i, d := range []device.Device{a, b} {
+			if r.Errs[i] != nil {
+				t.Fatal(r.Errs[i])
+			}
+			got := make([]byte, 3<<20)
+			d.ReadAt(got, 0)
+			if got[0] != 0xff || got[len(got)-1] != 0xff || !bytes.Equal(got[1:len(got)-1], make([]byte, len(got)-2)) {
+				t.Fatalf("native=%v dest %d: not zeroed exactly over the region", native, i)
+			}
+		}
+	}
+	if CanWriteZeroes(plain{device.NewMem(1)}) {
+		t.Fatal("CanWriteZeroes true for a device without WriteZeroer")
+	}
+}
+
+func TestReadFailureSalvage(t *testing.T) {
+	e := New(1)
+	defer e.Close()
+	data := random(64 << 10)
+	for _, salvage := range []bool{false, true} {
+		dev := &badRange{Device: device.NewMemFrom(append([]byte(nil), data...)), off: 10000, n: 5000, maxXfer: 16 << 10}
+		r := &Request{Op: OpRead, N: 1, Salvage: salvage, Buf: make([]byte, 64<<10)}
+		r.Regions[0] = Region{dev, 0, 64 << 10}
+		run(t, e, r)
+		if !errors.Is(r.Errs[0], errBad) {
+			t.Fatalf("salvage=%v: err = %v; want errBad", salvage, r.Errs[0])
+		}
+		want := []Range{{0, 64 << 10}}
+		if salvage {
+			want = []Range{{8192, 8192}} // 4 KiB blocks 2 and 3 overlap [10000, 15000)
+		}
+		if len(r.Bad) != len(want) || r.Bad[0] != want[0] {
+			t.Fatalf("salvage=%v: Bad = %v; want %v", salvage, r.Bad, want)
+		}
+		exp := append([]byte(nil), data...)
+		for _, b := range want {
+			clear(exp[b.Off : b.Off+b.Len])
+		}
+		if !bytes.Equal(r.Buf, exp) {
+			t.Fatalf("salvage=%v: buffer is not the data with exactly the bad ranges zeroed", salvage)
+		}
+	}
+}
+
+func TestShortDeviceIsAnError(t *testing.T) {
+	e := New(1)
+	defer e.Close()
+	r := &Request{Op: OpRead, N: 1, Buf: make([]byte, 8192)}
+	r.Regions[0] = Region{device.NewMem(4096), 0, 8192}
+	run(t, e, r)
+	if r.Errs[0] == nil {
+		t.Fatal("reading past the end succeeded")
+	}
+}
+
+func BenchmarkFanOut4(b *testing.B) {
+	e := New(8)
+	defer e.Close()
+	buf := random(512 << 10)
+	w := &Request{Op: OpWrite, Buf: buf, N: 4}
+	for i := range 4 {
+		w.Regions[i] = Region{device.NewMem(512 << 10), 0, 512 << 10}
+	}
+	done := make(chan struct{}, 1)
+	w.Notify = func(*Request) { done <- struct{}{} }
+	b.SetBytes(512 << 10)
+	b.ReportAllocs()
+	for b.Loop() {
+		e.Submit(w)
+		<-done
+	}
+}
