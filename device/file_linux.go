@@ -1,0 +1,584 @@
+//go:build linux
+
+package device
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"sync/atomic"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// maxFileExtents bounds the number of extents one Extents call returns on
+// a File; the caller asks again from where the list ended.
+const maxFileExtents = 4096
+
+// FileOptions configures OpenFile and CreateFile. The zero value opens a
+// file for reading and writing through the page cache.
+type FileOptions struct {
+	// ReadOnly opens the file read-only. Writes, WriteZeroes and Discard
+	// then fail with an error wrapping ErrReadOnly. Default false.
+	ReadOnly bool
+
+	// Direct opens the file with O_DIRECT, bypassing the page cache.
+	// Requests must then respect the alignments in Limits, which come
+	// from statx(STATX_DIOALIGN) or, when the filesystem reports
+	// nothing, from its block size. Hazard: callers must allocate aligned
+	// buffers, and a filesystem that refuses O_DIRECT makes the open fail
+	// with an error wrapping ErrNotSupported. Default false.
+	Direct bool
+}
+
+// File is a device backed by a regular file. I/O is positioned
+// (pread/pwrite), so all methods are safe for concurrent use. The size is
+// the file's size when it was opened; File never grows or shrinks the file.
+//
+// File implements Device, Limiter, WriteZeroer, Discarder, Flusher,
+// Extenter, Identifier and fmt.Stringer.
+//
+// Under FileOptions.Direct, off, len(p) and the address of p must follow
+// Limits().OffsetAlign and MemAlign, with one exception: a request whose
+// aligned offset is followed by an unaligned length that ends exactly at
+// Size is allowed, so that files whose size is not a multiple of the
+// alignment can be read and written whole. Its unaligned tail goes through
+// the page cache, the way dd does for a short last block.
+type File struct {
+	path     string
+	size     int64
+	identity string
+	readOnly bool
+	limits   Limits
+
+	f    *os.File // the file; opened with O_DIRECT under Direct
+	tail *os.File // non-nil under Direct when size is unaligned: the file without O_DIRECT
+
+	// zeroMode is the fallocate mode WriteZeroes uses next: one of the
+	// zero* constants. It only moves forward, when a mode turns out to be
+	// unsupported.
+	zeroMode atomic.Int32
+	// punchUnsupported is true once the filesystem refused FALLOC_FL_PUNCH_HOLE;
+	// Discard then fails with ErrNotSupported at once.
+	punchUnsupported atomic.Bool
+	closed           atomic.Bool
+}
+
+const (
+	zeroPunch int32 = iota // FALLOC_FL_PUNCH_HOLE: leaves holes
+	zeroRange              // FALLOC_FL_ZERO_RANGE: zeroes allocated blocks
+	zeroNone               // neither is supported
+)
+
+var (
+	_ Device       = (*File)(nil)
+	_ Limiter      = (*File)(nil)
+	_ WriteZeroer  = (*File)(nil)
+	_ Discarder    = (*File)(nil)
+	_ Flusher      = (*File)(nil)
+	_ Extenter     = (*File)(nil)
+	_ Identifier   = (*File)(nil)
+	_ fmt.Stringer = (*File)(nil)
+)
+
+// OpenFile opens the existing regular file at path as a device of the
+// file's current size. Errors are *IOError with Op OpOpen; they wrap
+// fs.ErrNotExist when the file is missing, and ErrNotSupported when
+// o.Direct is set and the filesystem refuses O_DIRECT. Paths that are not
+// regular files (block devices, directories) are refused: open block
+// devices with package blockdev.
+func OpenFile(path string, o FileOptions) (*File, error) {
+	flag := os.O_RDWR
+	if o.ReadOnly {
+		flag = os.O_RDONLY
+	}
+	fd, err := os.OpenFile(path, flag|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, openError(path, err)
+	}
+	f, err := newFile(path, fd, o)
+	if err != nil {
+		fd.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// CreateFile creates a regular file of size bytes at path and opens it as
+// OpenFile does. The file is sparse: it holds no data until written. It
+// fails with an error wrapping fs.ErrExist when path exists already; a
+// failure after creating the file removes it again.
+func CreateFile(path string, size int64, o FileOptions) (_ *File, err error) {
+	if size < 0 {
+		return nil, openError(path, fmt.Errorf("%w: negative size %d", ErrOutOfRange, size))
+	}
+	c, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL|unix.O_CLOEXEC, 0o666)
+	if err != nil {
+		return nil, openError(path, err)
+	}
+	defer func() {
+		if err != nil {
+			if rerr := os.Remove(path); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
+		}
+	}()
+	if err := c.Truncate(size); err != nil {
+		c.Close()
+		return nil, openError(path, err)
+	}
+	if err := c.Close(); err != nil {
+		return nil, openError(path, err)
+	}
+	return OpenFile(path, o)
+}
+
+func openError(path string, err error) error {
+	return &IOError{Op: OpOpen, Dev: path, Err: unwrapPathError(err)}
+}
+
+// unwrapPathError strips an *fs.PathError, whose path and operation an
+// IOError repeats.
+func unwrapPathError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// newFile finishes opening fd, which was opened without O_DIRECT.
+func newFile(path string, fd *os.File, o FileOptions) (*File, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(fd.Fd()), &st); err != nil {
+		return nil, openError(path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, openError(path, fmt.Errorf("%w: not a regular file", ErrNotSupported))
+	}
+	f := &File{
+		path:     path,
+		size:     st.Size,
+		identity: fmt.Sprintf("file:%d:%d", st.Dev, st.Ino),
+		readOnly: o.ReadOnly,
+		f:        fd,
+		limits:   Limits{LogicalBlockSize: 1},
+	}
+	if !o.ReadOnly {
+		f.limits.MaxWriteZeroes = max(f.size, 1)
+		f.limits.MaxDiscard = max(f.size, 1)
+	}
+	if !o.Direct {
+		return f, nil
+	}
+	memAlign, offAlign, err := dioAlign(fd, st.Blksize)
+	if err != nil {
+		return nil, openError(path, err)
+	}
+	f.limits.LogicalBlockSize = offAlign
+	f.limits.OffsetAlign = offAlign
+	f.limits.MemAlign = memAlign
+	flag := unix.O_RDWR
+	if o.ReadOnly {
+		flag = unix.O_RDONLY
+	}
+	dfd, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", fd.Fd()), flag|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+	if err != nil {
+		err = unwrapPathError(err)
+		if errors.Is(err, unix.EINVAL) {
+			err = fmt.Errorf("filesystem refuses O_DIRECT (%w): %w", ErrNotSupported, err)
+		}
+		return nil, openError(path, err)
+	}
+	f.f = dfd
+	if f.size%int64(offAlign) != 0 {
+		f.tail = fd
+	} else {
+		fd.Close()
+	}
+	return f, nil
+}
+
+// dioAlign returns the memory and offset alignment of direct I/O on fd.
+func dioAlign(fd *os.File, blksize int64) (memAlign, offAlign int, err error) {
+	var stx unix.Statx_t
+	err = unix.Statx(int(fd.Fd()), "", unix.AT_EMPTY_PATH, unix.STATX_DIOALIGN, &stx)
+	switch {
+	case err == nil && stx.Mask&unix.STATX_DIOALIGN != 0:
+		if stx.Dio_offset_align == 0 || stx.Dio_mem_align == 0 {
+			return 0, 0, fmt.Errorf("%w: statx reports no direct I/O on this file", ErrNotSupported)
+		}
+		memAlign, offAlign = int(stx.Dio_mem_align), int(stx.Dio_offset_align)
+	case err == nil || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EINVAL):
+		// The kernel or filesystem does not report the alignment: use
+		// the filesystem's block size, which direct I/O always
+		// accepts.
+		if blksize <= 0 {
+			return 0, 0, fmt.Errorf("%w: no direct I/O alignment known (block size %d)", ErrNotSupported, blksize)
+		}
+		memAlign, offAlign = int(min(blksize, 4096)), int(blksize)
+	default:
+		return 0, 0, fmt.Errorf("statx: %w", err)
+	}
+	if memAlign > 4096 {
+		return 0, 0, fmt.Errorf("%w: direct I/O memory alignment %d exceeds 4096", ErrNotSupported, memAlign)
+	}
+	return memAlign, offAlign, nil
+}
+
+// String returns the file's path.
+func (f *File) String() string { return f.path }
+
+// Identity implements Identifier: "file:<st_dev>:<st_ino>", equal for two
+// opens of one file, hard links included.
+func (f *File) Identity() string { return f.identity }
+
+// Size implements Device. It is the file's size at open.
+func (f *File) Size() int64 { return f.size }
+
+// Limits implements Limiter. Without Direct there are no alignment
+// constraints. MaxWriteZeroes and MaxDiscard are the file size (zero on a
+// read-only File); whether the filesystem really supports them is only
+// known when they are first used.
+func (f *File) Limits() Limits { return f.limits }
+
+func (f *File) ioError(op Op, off, length int64, err error) error {
+	err = unwrapPathError(err)
+	if errors.Is(err, os.ErrClosed) {
+		err = ErrClosed
+	}
+	return &IOError{Op: op, Dev: f.path, Off: off, Len: length, Err: err}
+}
+
+// checkAlign enforces the Direct alignments on a request of n bytes at off
+// for buffer p (nil for requests without a buffer).
+func (f *File) checkAlign(off, n int64, p []byte) error {
+	if a := int64(f.limits.OffsetAlign); a > 1 {
+		if off%a != 0 || n%a != 0 && off+n != f.size {
+			return fmt.Errorf("%w: [%d, +%d) is not a multiple of %d bytes", ErrAlignment, off, n, a)
+		}
+	}
+	if a := uintptr(f.limits.MemAlign); a > 1 && len(p) > 0 {
+		if addr := uintptr(unsafe.Pointer(&p[0])); addr%a != 0 {
+			return fmt.Errorf("%w: buffer address %#x is not a multiple of %d", ErrAlignment, addr, a)
+		}
+	}
+	return nil
+}
+
+// split returns the lengths of the part of an n-byte request at off that
+// goes through f.f and of the unaligned tail that goes through f.tail.
+func (f *File) split(off, n int64) (head, tail int64) {
+	if f.tail == nil || off+n != f.size {
+		return n, 0
+	}
+	tail = n % int64(f.limits.OffsetAlign)
+	return n - tail, tail
+}
+
+// ReadAt implements Device. A read that starts at or after Size returns 0,
+// io.EOF; one that crosses Size returns the bytes before Size and io.EOF,
+// even if the file has grown since it was opened. A negative off fails with
+// an error wrapping ErrOutOfRange.
+func (f *File) ReadAt(p []byte, off int64) (int, error) {
+	if f.closed.Load() {
+		return 0, f.ioError(OpRead, off, int64(len(p)), ErrClosed)
+	}
+	if off < 0 {
+		return 0, f.ioError(OpRead, off, int64(len(p)), fmt.Errorf("%w: negative offset", ErrOutOfRange))
+	}
+	var eof error
+	if int64(len(p)) > f.size-off {
+		p = p[:max(f.size-off, 0)]
+		eof = io.EOF
+	}
+	if err := f.checkAlign(off, int64(len(p)), p); err != nil {
+		return 0, f.ioError(OpRead, off, int64(len(p)), err)
+	}
+	if len(p) == 0 {
+		return 0, eof
+	}
+	head, _ := f.split(off, int64(len(p)))
+	n, err := f.f.ReadAt(p[:head], off)
+	if err == nil && int64(n) < int64(len(p)) {
+		var m int
+		m, err = f.tail.ReadAt(p[head:], off+head)
+		n += m
+	}
+	if err != nil {
+		if err == io.EOF {
+			// The file shrank under us: the device's size no longer
+			// holds.
+			err = io.ErrUnexpectedEOF
+		}
+		return n, f.ioError(OpRead, off, int64(len(p)), err)
+	}
+	return n, eof
+}
+
+// WriteAt implements Device. A write that would cross Size fails with an
+// error wrapping ErrOutOfRange and writes nothing; on a read-only File it
+// fails with ErrReadOnly.
+func (f *File) WriteAt(p []byte, off int64) (int, error) {
+	if err := f.checkWrite(OpWrite, off, int64(len(p)), p); err != nil {
+		return 0, err
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	head, _ := f.split(off, int64(len(p)))
+	n, err := f.f.WriteAt(p[:head], off)
+	if err == nil && int64(n) < int64(len(p)) {
+		var m int
+		m, err = f.tail.WriteAt(p[head:], off+head)
+		n += m
+	}
+	if err != nil {
+		return n, f.ioError(OpWrite, off, int64(len(p)), err)
+	}
+	return n, nil
+}
+
+// checkWrite validates a write-like request and returns an *IOError when
+// it must not go ahead.
+func (f *File) checkWrite(op Op, off, length int64, p []byte) error {
+	if f.closed.Load() {
+		return f.ioError(op, off, length, ErrClosed)
+	}
+	if f.readOnly {
+		return f.ioError(op, off, length, ErrReadOnly)
+	}
+	if err := CheckRange(off, length, f.size, 1); err != nil {
+		return f.ioError(op, off, length, err)
+	}
+	if err := f.checkAlign(off, length, p); err != nil {
+		return f.ioError(op, off, length, err)
+	}
+	return nil
+}
+
+// fallocate runs fallocate(2) on the file, keeping its size.
+func (f *File) fallocate(mode uint32, off, length int64) error {
+	rc, err := f.f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	err = rc.Control(func(fd uintptr) {
+		for {
+			ferr = unix.Fallocate(int(fd), mode|unix.FALLOC_FL_KEEP_SIZE, off, length)
+			if ferr != unix.EINTR {
+				return
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return ferr
+}
+
+func isNotSupported(err error) bool {
+	return errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS)
+}
+
+// WriteZeroes implements WriteZeroer. It punches a hole
+// (FALLOC_FL_PUNCH_HOLE), so that zeroed ranges stay sparse, and falls
+// back to FALLOC_FL_ZERO_RANGE where the filesystem cannot punch holes.
+// When neither is supported it fails with an error wrapping
+// ErrNotSupported, having changed nothing; later calls then fail the same
+// way at once. The range must lie inside the file and, under Direct, follow
+// OffsetAlign (an unaligned length ending at Size is allowed).
+func (f *File) WriteZeroes(off, length int64) error {
+	if err := f.checkWrite(OpWriteZeroes, off, length, nil); err != nil {
+		return err
+	}
+	if length == 0 {
+		return nil
+	}
+	for {
+		var err error
+		switch mode := f.zeroMode.Load(); mode {
+		case zeroPunch:
+			err = f.fallocate(unix.FALLOC_FL_PUNCH_HOLE, off, length)
+		case zeroRange:
+			err = f.fallocate(unix.FALLOC_FL_ZERO_RANGE, off, length)
+		default:
+			return f.ioError(OpWriteZeroes, off, length, fmt.Errorf("%w: the filesystem can neither punch holes nor zero ranges", ErrNotSupported))
+		}
+		if err == nil {
+			return nil
+		}
+		if !isNotSupported(err) {
+			return f.ioError(OpWriteZeroes, off, length, err)
+		}
+		mode := f.zeroMode.Load()
+		f.zeroMode.CompareAndSwap(mode, mode+1)
+	}
+}
+
+// Discard implements Discarder by punching a hole: on a File a discarded
+// range reads back as zeroes. It fails with an error wrapping
+// ErrNotSupported when the filesystem cannot punch holes.
+func (f *File) Discard(off, length int64) error {
+	if err := f.checkWrite(OpDiscard, off, length, nil); err != nil {
+		return err
+	}
+	if length == 0 {
+		return nil
+	}
+	if f.punchUnsupported.Load() {
+		return f.ioError(OpDiscard, off, length, fmt.Errorf("%w: the filesystem cannot punch holes", ErrNotSupported))
+	}
+	err := f.fallocate(unix.FALLOC_FL_PUNCH_HOLE, off, length)
+	if isNotSupported(err) {
+		f.punchUnsupported.Store(true)
+		err = fmt.Errorf("%w: the filesystem cannot punch holes: %w", ErrNotSupported, err)
+	}
+	if err != nil {
+		return f.ioError(OpDiscard, off, length, err)
+	}
+	return nil
+}
+
+// Flush implements Flusher with fdatasync(2). It blocks until the
+// filesystem reports the data durable.
+func (f *File) Flush() error {
+	if f.closed.Load() {
+		return f.ioError(OpFlush, 0, 0, ErrClosed)
+	}
+	rc, err := f.f.SyscallConn()
+	if err == nil {
+		var serr error
+		err = rc.Control(func(fd uintptr) {
+			for {
+				serr = unix.Fdatasync(int(fd))
+				if serr != unix.EINTR {
+					return
+				}
+			}
+		})
+		if err == nil {
+			err = serr
+		}
+	}
+	if err != nil {
+		return f.ioError(OpFlush, 0, 0, err)
+	}
+	return nil
+}
+
+// Extents implements Extenter with lseek(2) SEEK_DATA and SEEK_HOLE. Holes
+// are reported with Hole and Zero set; data with neither, even when it is
+// an unwritten (preallocated) extent the filesystem reports as data. A
+// filesystem without SEEK_DATA reports everything as data. The range must
+// lie inside the file and not be empty, else the error wraps ErrOutOfRange.
+// The list holds at most 4096 extents.
+func (f *File) Extents(off, length int64) ([]Extent, error) {
+	if f.closed.Load() {
+		return nil, f.ioError(OpExtents, off, length, ErrClosed)
+	}
+	if err := CheckRange(off, length, f.size, 1); err != nil {
+		return nil, f.ioError(OpExtents, off, length, err)
+	}
+	if length == 0 {
+		return nil, f.ioError(OpExtents, off, length, fmt.Errorf("%w: empty range", ErrOutOfRange))
+	}
+	rc, err := f.f.SyscallConn()
+	if err != nil {
+		return nil, f.ioError(OpExtents, off, length, err)
+	}
+	var list []Extent
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		list, serr = extents(int(fd), off, off+length)
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return nil, f.ioError(OpExtents, off, length, err)
+	}
+	return list, nil
+}
+
+// extents lists the extents of [off, end) of the file fd. lseek moves the
+// file offset, which nothing else uses: all I/O is positioned.
+func extents(fd int, off, end int64) ([]Extent, error) {
+	var list []Extent
+	add := func(e Extent) {
+		if n := len(list); n > 0 && list[n-1].Hole == e.Hole {
+			list[n-1].Len += e.Len
+			return
+		}
+		list = append(list, e)
+	}
+	for pos := off; pos < end && len(list) < maxFileExtents; {
+		data, err := seek(fd, pos, unix.SEEK_DATA)
+		switch {
+		case errors.Is(err, unix.ENXIO):
+			// No data from pos to the end of the file.
+			data = end
+		case errors.Is(err, unix.EINVAL) && len(list) == 0:
+			// No SEEK_DATA here: everything is data.
+			return []Extent{{Off: off, Len: end - off}}, nil
+		case err != nil:
+			return nil, fmt.Errorf("lseek SEEK_DATA %d: %w", pos, err)
+		}
+		if data > pos {
+			next := min(data, end)
+			add(Extent{Off: pos, Len: next - pos, Hole: true, Zero: true})
+			pos = next
+			if pos >= end {
+				break
+			}
+		}
+		hole, err := seek(fd, pos, unix.SEEK_HOLE)
+		switch {
+		case errors.Is(err, unix.ENXIO):
+			// The file shrank under us; what is past its end reads as
+			// data the device does not have. Report it as data.
+			hole = end
+		case err != nil:
+			return nil, fmt.Errorf("lseek SEEK_HOLE %d: %w", pos, err)
+		}
+		if hole <= pos {
+			// A hole at pos after SEEK_DATA said data: the file
+			// changed under us. Call one block data and go on.
+			hole = pos + 1
+		}
+		next := min(hole, end)
+		add(Extent{Off: pos, Len: next - pos})
+		pos = next
+	}
+	return list, nil
+}
+
+func seek(fd int, off int64, whence int) (int64, error) {
+	for {
+		n, err := unix.Seek(fd, off, whence)
+		if err != unix.EINTR {
+			return n, err
+		}
+	}
+}
+
+// Close closes the file. It does not flush: call Flush first for
+// durability. Operations after Close, and a second Close, fail with an
+// error wrapping ErrClosed. Calls in flight finish normally.
+func (f *File) Close() error {
+	if f.closed.Swap(true) {
+		return fmt.Errorf("close %s: %w", f.path, ErrClosed)
+	}
+	err := f.f.Close()
+	if f.tail != nil {
+		err = errors.Join(err, f.tail.Close())
+	}
+	if err != nil {
+		return fmt.Errorf("close %s: %w", f.path, unwrapPathError(err))
+	}
+	return nil
+}

@@ -1,0 +1,257 @@
+//go:build linux
+
+package device_test
+
+import (
+	"bytes"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/kcopyd/kcopyd/device"
+	"github.com/kcopyd/kcopyd/device/devicetest"
+)
+
+// openFile returns a factory for devicetest.Run that creates a sparse file
+// under t.TempDir and opens it with o. Sizes are rounded up to round.
+func openFile(o device.FileOptions, round int64) devicetest.OpenFunc {
+	return func(t *testing.T, size int64) device.Device {
+		size = (size + round - 1) / round * round
+		path := filepath.Join(t.TempDir(), "dev")
+		f, err := device.CreateFile(path, size, o)
+		if o.Direct && errors.Is(err, device.ErrNotSupported) {
+			t.Skipf("CreateFile(%q, Direct) = %v: the filesystem refuses O_DIRECT", path, err)
+		}
+		if err != nil {
+			t.Fatalf("CreateFile(%q, %d, %+v) = %v", path, size, o, err)
+		}
+		t.Cleanup(func() {
+			if err := f.Close(); err != nil && !errors.Is(err, device.ErrClosed) {
+				t.Errorf("Close() = %v", err)
+			}
+		})
+		return f
+	}
+}
+
+func TestFileConformance(t *testing.T) {
+	devicetest.Run(t, openFile(device.FileOptions{}, 1))
+}
+
+func TestFileDirectConformance(t *testing.T) {
+	devicetest.Run(t, openFile(device.FileOptions{Direct: true}, 4096))
+}
+
+// TestFileDirectUnalignedSize runs the suite on O_DIRECT files whose size
+// is not a multiple of the direct I/O alignment: the tail goes through the
+// page cache.
+func TestFileDirectUnalignedSize(t *testing.T) {
+	devicetest.Run(t, openFile(device.FileOptions{Direct: true}, 1))
+}
+
+func TestFileDirectLimits(t *testing.T) {
+	f := openFile(device.FileOptions{Direct: true}, 4096)(t, 1<<20).(*device.File)
+	lim := f.Limits()
+	if lim.OffsetAlign < 1 || lim.MemAlign < 1 || lim.MemAlign > 4096 {
+		t.Fatalf("Limits() = %+v; want positive OffsetAlign and MemAlign, MemAlign <= 4096", lim)
+	}
+	t.Logf("O_DIRECT limits under %s: %+v", os.TempDir(), lim)
+	// A misaligned buffer is refused before any I/O.
+	p := devicetest.AlignedBuf(2*lim.OffsetAlign, 4096)
+	if lim.MemAlign > 1 {
+		if n, err := f.ReadAt(p[1:1+lim.OffsetAlign], 0); n != 0 || !errors.Is(err, device.ErrAlignment) {
+			t.Errorf("ReadAt(misaligned buffer, 0) = %d, %v; want 0, ErrAlignment", n, err)
+		}
+	}
+}
+
+func TestFileOpenErrors(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing")
+	if _, err := device.OpenFile(missing, device.FileOptions{}); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("OpenFile(missing) = %v; want fs.ErrNotExist", err)
+	} else if ioe := new(device.IOError); !errors.As(err, &ioe) || ioe.Op != device.OpOpen || ioe.Dev != missing {
+		t.Errorf("OpenFile(missing) = %#v; want an *IOError with Op open and Dev %q", err, missing)
+	}
+	if _, err := device.OpenFile(dir, device.FileOptions{ReadOnly: true}); !errors.Is(err, device.ErrNotSupported) {
+		t.Errorf("OpenFile(a directory) = %v; want ErrNotSupported", err)
+	}
+	path := filepath.Join(dir, "f")
+	f, err := device.CreateFile(path, 4096, device.FileOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := device.CreateFile(path, 4096, device.FileOptions{}); !errors.Is(err, fs.ErrExist) {
+		t.Errorf("CreateFile(existing) = %v; want fs.ErrExist", err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Errorf("a failed CreateFile removed the existing file: %v", err)
+	}
+	if _, err := device.CreateFile(filepath.Join(dir, "neg"), -1, device.FileOptions{}); !errors.Is(err, device.ErrOutOfRange) {
+		t.Errorf("CreateFile(size -1) = %v; want ErrOutOfRange", err)
+	}
+}
+
+func TestFileReadOnly(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	want := bytes.Repeat([]byte("0123456789abcdef"), 1024)
+	if err := os.WriteFile(path, want, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := device.OpenFile(path, device.FileOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if got := f.Size(); got != int64(len(want)) {
+		t.Errorf("Size() = %d; want %d", got, len(want))
+	}
+	if lim := f.Limits(); lim.MaxWriteZeroes != 0 || lim.MaxDiscard != 0 {
+		t.Errorf("Limits() = %+v; want no write-zeroes or discard on a read-only file", lim)
+	}
+	got := make([]byte, len(want))
+	if n, err := f.ReadAt(got, 0); n != len(want) || err != nil || !bytes.Equal(got, want) {
+		t.Errorf("ReadAt(all, 0) = %d, %v, equal %v; want %d, nil, true", n, err, bytes.Equal(got, want), len(want))
+	}
+	if n, err := f.WriteAt([]byte("x"), 0); n != 0 || !errors.Is(err, device.ErrReadOnly) {
+		t.Errorf("WriteAt on a read-only file = %d, %v; want 0, ErrReadOnly", n, err)
+	}
+	if err := f.WriteZeroes(0, 16); !errors.Is(err, device.ErrReadOnly) {
+		t.Errorf("WriteZeroes on a read-only file = %v; want ErrReadOnly", err)
+	}
+	if err := f.Discard(0, 16); !errors.Is(err, device.ErrReadOnly) {
+		t.Errorf("Discard on a read-only file = %v; want ErrReadOnly", err)
+	}
+	if err := f.Flush(); err != nil {
+		t.Errorf("Flush on a read-only file = %v; want nil", err)
+	}
+	if b, _ := os.ReadFile(path); !bytes.Equal(b, want) {
+		t.Error("the read-only file changed")
+	}
+}
+
+func TestFileIdentity(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "f")
+	a, err := device.CreateFile(path, 8192, device.FileOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	link := filepath.Join(dir, "link")
+	if err := os.Link(path, link); err != nil {
+		t.Fatal(err)
+	}
+	b, err := device.OpenFile(link, device.FileOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	c, err := device.CreateFile(filepath.Join(dir, "other"), 8192, device.FileOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if a.Identity() != b.Identity() {
+		t.Errorf("Identity() of two opens of one file: %q != %q", a.Identity(), b.Identity())
+	}
+	if a.Identity() == c.Identity() {
+		t.Errorf("Identity() of two files are both %q", a.Identity())
+	}
+	if got, want := device.Name(a), path; got != want {
+		t.Errorf("Name(f) = %q; want %q", got, want)
+	}
+}
+
+// TestFileWriteZeroesSparse checks that WriteZeroes leaves holes that
+// Extents reports, and that the file stays its size.
+func TestFileWriteZeroesSparse(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	const size = 1 << 20
+	f, err := device.CreateFile(path, size, device.FileOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(bytes.Repeat([]byte{0xff}, size), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.WriteZeroes(256<<10, 512<<10); err != nil {
+		t.Fatal(err)
+	}
+	list, err := f.Extents(0, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []device.Extent{
+		{Off: 0, Len: 256 << 10},
+		{Off: 256 << 10, Len: 512 << 10, Hole: true, Zero: true},
+		{Off: 768 << 10, Len: 256 << 10},
+	}
+	if !equalExtents(list, want) {
+		t.Errorf("Extents(0, %d) after WriteZeroes(256K, 512K) = %+v; want %+v", size, list, want)
+	}
+	if st, err := os.Stat(path); err != nil || st.Size() != size {
+		t.Errorf("file size after WriteZeroes = %v, %v; want %d", st.Size(), err, size)
+	}
+	// A fresh sparse file is one hole.
+	g, err := device.CreateFile(path+"2", size, device.FileOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	list, err = g.Extents(100, size-100)
+	if want := []device.Extent{{Off: 100, Len: size - 100, Hole: true, Zero: true}}; err != nil || !equalExtents(list, want) {
+		t.Errorf("Extents(100, %d) on a new sparse file = %+v, %v; want %+v", size-100, list, err, want)
+	}
+}
+
+// TestFileWriteZeroesTmpfs runs WriteZeroes on tmpfs, which punches holes
+// but has no FALLOC_FL_ZERO_RANGE.
+func TestFileWriteZeroesTmpfs(t *testing.T) {
+	dir, err := os.MkdirTemp("/dev/shm", "devicetest")
+	if err != nil {
+		t.Skipf("no tmpfs at /dev/shm: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	devicetest.Run(t, func(t *testing.T, size int64) device.Device {
+		f, err := device.CreateFile(filepath.Join(dir, t.Name()[len("TestFileWriteZeroesTmpfs/"):]), size, device.FileOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		return f
+	})
+}
+
+func TestFileGrownUnderneath(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	f, err := device.CreateFile(path, 4096, device.FileOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := os.Truncate(path, 8192); err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, 8192)
+	if n, err := f.ReadAt(p, 0); n != 4096 || err == nil {
+		t.Errorf("ReadAt(8192 bytes, 0) after the file grew = %d, %v; want 4096, io.EOF", n, err)
+	}
+	if n, err := f.WriteAt(p[:10], 4096); n != 0 || !errors.Is(err, device.ErrOutOfRange) {
+		t.Errorf("WriteAt(10 bytes, 4096) after the file grew = %d, %v; want 0, ErrOutOfRange", n, err)
+	}
+	// Shrinking it makes reads fail rather than come back short.
+	if err := os.Truncate(path, 1024); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := f.ReadAt(p[:4096], 0); n != 1024 || err == nil || errors.Is(err, device.ErrOutOfRange) {
+		t.Errorf("ReadAt(4096 bytes, 0) after the file shrank = %d, %v; want 1024 and an I/O error", n, err)
+	}
+}
