@@ -1,0 +1,136 @@
+package kcopyd
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Errors returned by Copy, Zero and PrepareCallback when a request is
+// refused. A refused request changed nothing: no I/O was issued and its
+// callback is never called.
+var (
+	// ErrClosed is returned when the client has been closed, or Close has
+	// begun.
+	ErrClosed = errors.New("kcopyd: client is closed")
+
+	// ErrNoDests is returned when a job names no destination.
+	ErrNoDests = errors.New("kcopyd: no destination")
+
+	// ErrTooManyDests is returned when a job names more than MaxRegions
+	// destinations.
+	ErrTooManyDests = fmt.Errorf("kcopyd: more than %d destinations", MaxRegions)
+
+	// ErrLengthMismatch is returned when a destination's length differs
+	// from the source's (or, for Zero, from the first destination's).
+	ErrLengthMismatch = errors.New("kcopyd: destination length differs from the source length")
+
+	// ErrOutOfRange is returned when a region has a negative offset or
+	// length, or does not lie inside its device.
+	ErrOutOfRange = errors.New("kcopyd: region outside its device")
+
+	// ErrOverlap is returned when a destination overlaps the source or
+	// another destination on the same device. Chunks run in parallel, so
+	// such a copy could read data it has already overwritten; kcopyd
+	// refuses it rather than corrupt data (the kernel does not check).
+	ErrOverlap = errors.New("kcopyd: regions overlap on the same device")
+
+	// ErrAlignment is returned when a region's offset or length is not a
+	// multiple of its device's required alignment (O_DIRECT), or the
+	// sub-job size is not.
+	ErrAlignment = errors.New("kcopyd: region not aligned for its device")
+
+	// ErrNilDevice is returned when a region has no device.
+	ErrNilDevice = errors.New("kcopyd: region has no device")
+
+	// ErrBadFlags is returned when flags has bits that are not defined.
+	ErrBadFlags = errors.New("kcopyd: unknown flags")
+)
+
+// ErrReported is the Read error of the *JobError that a prepared callback
+// receives when DoCallback reported a failure: DoCallback carries the
+// kernel's bits, not the errors behind them.
+var ErrReported = errors.New("kcopyd: failure reported through DoCallback")
+
+// Range is a byte range of a device.
+type Range struct {
+	Off, Len int64 // bytes
+}
+
+// JobError describes how a job failed. Callbacks and Job.Wait return it
+// (as error); errors.As unpacks it. It is the kernel's read_err/write_err
+// pair with the errors and byte ranges behind each bit.
+type JobError struct {
+	// Read is the first source read error, or nil.
+	Read error
+
+	// ReadRanges are the source byte ranges that could not be read. With
+	// IgnoreError, zeroes were written at the matching destination ranges
+	// (the same offsets relative to the start of the job); without it,
+	// nothing was written for the chunks that contain them.
+	ReadRanges []Range
+
+	// Writes holds one entry per destination, in the order passed: the
+	// first write error on that destination, or nil.
+	Writes []error
+
+	// WriteRanges holds one entry per destination: the destination byte
+	// ranges whose write failed. Their contents are unknown.
+	WriteRanges [][]Range
+
+	// Canceled is the context's error when the job's context stopped it
+	// before it was done, else nil.
+	Canceled error
+
+	// Completed is the number of bytes, from the start of the job, known
+	// to have been written to every destination: a rerun from Completed
+	// onward finishes the job.
+	Completed int64
+
+	writeMask uint64
+}
+
+// WriteErrMask returns the kernel's write_err: bit i is set when a write to
+// destination i failed.
+func (e *JobError) WriteErrMask() uint64 { return e.writeMask }
+
+// ReadFailed returns the kernel's read_err.
+func (e *JobError) ReadFailed() bool { return e.Read != nil }
+
+// Error summarizes the failure: which parts failed and how far the job got.
+func (e *JobError) Error() string {
+	var parts []string
+	if e.Read != nil {
+		parts = append(parts, fmt.Sprintf("read failed in %d range(s): %v", len(e.ReadRanges), e.Read))
+	}
+	for i, w := range e.Writes {
+		if w != nil {
+			parts = append(parts, fmt.Sprintf("destination %d: write failed in %d range(s): %v", i, len(e.WriteRanges[i]), w))
+		}
+	}
+	if e.Writes == nil && e.writeMask != 0 {
+		parts = append(parts, fmt.Sprintf("write failed (mask %#x)", e.writeMask))
+	}
+	if e.Canceled != nil {
+		parts = append(parts, fmt.Sprintf("stopped: %v", e.Canceled))
+	}
+	return fmt.Sprintf("kcopyd: %s; %d bytes complete from the start", strings.Join(parts, "; "), e.Completed)
+}
+
+// Unwrap returns the read error, the write errors and the cancellation
+// cause, so errors.Is finds any of them.
+func (e *JobError) Unwrap() []error {
+	var errs []error
+	if e.Read != nil {
+		errs = append(errs, e.Read)
+	}
+	for _, w := range e.Writes {
+		if w != nil {
+			errs = append(errs, w)
+		}
+	}
+	if e.Canceled != nil {
+		errs = append(errs, e.Canceled)
+	}
+	return errs
+}

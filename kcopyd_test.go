@@ -1,0 +1,833 @@
+package kcopyd_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/kcopyd/kcopyd"
+	"github.com/kcopyd/kcopyd/device"
+	"github.com/kcopyd/kcopyd/device/faultdev"
+)
+
+// TestMain fails the package if any test leaves a goroutine behind: every
+// Client must stop its worker and I/O goroutines on Close.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func randomBytes(seed uint64, n int) []byte {
+	b := make([]byte, n)
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	for i := 0; i+8 <= n; i += 8 {
+		v := r.Uint64()
+		for k := range 8 {
+			b[i+k] = byte(v >> (8 * k))
+		}
+	}
+	for i := n &^ 7; i < n; i++ {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+func newClient(t testing.TB, o *kcopyd.Options) *kcopyd.Client {
+	t.Helper()
+	c, err := kcopyd.NewClient(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return c
+}
+
+func contents(t testing.TB, d device.Device, off, n int64) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := d.ReadAt(b, off); err != nil && n > 0 {
+		t.Fatalf("ReadAt(%d, %d): %v", off, n, err)
+	}
+	return b
+}
+
+// firstDiff returns the first offset where a and b differ, or -1.
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	if len(a) != len(b) {
+		return min(len(a), len(b))
+	}
+	return -1
+}
+
+type result struct {
+	readErr  bool
+	writeErr uint64
+	err      error
+	calls    int
+}
+
+// run submits a copy (src non-nil) or zero and waits for its callback.
+func run(t testing.TB, c *kcopyd.Client, ctx context.Context, src *kcopyd.Region, dests []kcopyd.Region, flags kcopyd.Flags) result {
+	t.Helper()
+	var res result
+	var mu sync.Mutex
+	fn := func(r bool, w uint64, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		res.readErr, res.writeErr, res.err = r, w, err
+		res.calls++
+	}
+	var job *kcopyd.Job
+	var err error
+	if src != nil {
+		job, err = c.Copy(ctx, *src, dests, flags, fn)
+	} else {
+		job, err = c.Zero(ctx, dests, flags, fn)
+	}
+	if err != nil {
+		t.Fatalf("submit: %v", err)
+	}
+	werr := job.Wait(context.Background())
+	c.Flush()
+	mu.Lock()
+	defer mu.Unlock()
+	if res.calls != 1 {
+		t.Fatalf("callback ran %d times; want exactly once", res.calls)
+	}
+	if werr != res.err {
+		t.Fatalf("Wait() = %v; callback err = %v", werr, res.err)
+	}
+	return res
+}
+
+func TestCopyLengths(t *testing.T) {
+	const sub = 64 << 10
+	c := newClient(t, &kcopyd.Options{SubJobSize: sub})
+	for _, n := range []int64{0, 1, 511, 4096, sub - 1, sub, sub + 1, 8 * sub, 8*sub + 1, 37*sub + 12345} {
+		for _, nd := range []int{1, 3, 8} {
+			t.Run(fmt.Sprintf("len=%d/dests=%d", n, nd), func(t *testing.T) {
+				data := randomBytes(uint64(n), int(n)+1000)
+				src := device.NewMemFrom(data)
+				var dests []kcopyd.Region
+				for i := range nd {
+					dests = append(dests, kcopyd.Region{Dev: device.NewMem(n + 5000), Off: int64(i) * 17, Len: n})
+				}
+				res := run(t, c, context.Background(), &kcopyd.Region{Dev: src, Off: 999, Len: n}, dests, 0)
+				if res.err != nil || res.readErr || res.writeErr != 0 {
+					t.Fatalf("copy failed: %+v", res)
+				}
+				for i, d := range dests {
+					got := contents(t, d.Dev, d.Off, n)
+					if k := firstDiff(got, data[999:999+n]); k >= 0 {
+						t.Fatalf("destination %d differs from the source at byte %d", i, k)
+					}
+					// Nothing written outside the region.
+					if before := contents(t, d.Dev, 0, d.Off); !bytes.Equal(before, make([]byte, d.Off)) {
+						t.Fatalf("destination %d written before its region", i)
+					}
+				}
+			})
+		}
+	}
+}
+
+// recorder is a device that records the order in which reads reach it and
+// how many are in flight at once.
+type recorder struct {
+	device.Device
+	delay    time.Duration
+	mu       sync.Mutex
+	reads    []int64
+	inflight int
+	peak     int
+}
+
+func (r *recorder) ReadAt(p []byte, off int64) (int, error) {
+	r.mu.Lock()
+	r.reads = append(r.reads, off)
+	r.inflight++
+	r.peak = max(r.peak, r.inflight)
+	r.mu.Unlock()
+	time.Sleep(r.delay)
+	defer func() {
+		r.mu.Lock()
+		r.inflight--
+		r.mu.Unlock()
+	}()
+	return r.Device.ReadAt(p, off)
+}
+
+// TestSplitAscending checks spec §2.7-2.8: a long job is split into chunks
+// of the sub-job size, issued in ascending order, at most 8 at a time, and
+// with enough I/O goroutines exactly 8 at a time.
+func TestSplitAscending(t *testing.T) {
+	const sub = 4096
+	const n = 100*sub + 100
+	rec := &recorder{Device: device.NewMemFrom(randomBytes(1, n)), delay: 2 * time.Millisecond}
+	c := newClient(t, &kcopyd.Options{SubJobSize: sub, IOWorkers: 64})
+	dst := device.NewMem(n)
+	res := run(t, c, context.Background(), &kcopyd.Region{Dev: rec, Len: n}, []kcopyd.Region{{Dev: dst, Len: n}}, 0)
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.reads) != 101 {
+		t.Fatalf("%d reads; want 101 chunks", len(rec.reads))
+	}
+	if rec.peak > kcopyd.SplitCount {
+		t.Fatalf("%d reads in flight at once; want at most %d", rec.peak, kcopyd.SplitCount)
+	}
+	if rec.peak < 2 {
+		t.Fatalf("chunks ran one at a time (peak %d): the job was not split", rec.peak)
+	}
+	if !bytes.Equal(contents(t, dst, 0, n), contents(t, rec.Device, 0, n)) {
+		t.Fatal("destination differs")
+	}
+
+	// With one I/O goroutine, the device sees requests in issue order.
+	rec2 := &recorder{Device: rec.Device}
+	c1 := newClient(t, &kcopyd.Options{SubJobSize: sub, IOWorkers: 1})
+	run(t, c1, context.Background(), &kcopyd.Region{Dev: rec2, Len: n}, []kcopyd.Region{{Dev: dst, Len: n}}, 0)
+	for i := range rec2.reads {
+		if rec2.reads[i] != int64(i)*sub {
+			t.Fatalf("read %d at offset %d; want %d (ascending chunks)", i, rec2.reads[i], int64(i)*sub)
+		}
+	}
+}
+
+// TestCallbacksSerialExactlyOnce submits thousands of jobs from many
+// goroutines and checks that callbacks never overlap, all run on one
+// goroutine, and each runs exactly once.
+func TestCallbacksSerialExactlyOnce(t *testing.T) {
+	c := newClient(t, &kcopyd.Options{SubJobSize: 16 << 10})
+	src := device.NewMemFrom(randomBytes(7, 1<<20))
+	const goroutines, perG = 16, 200
+	var inCallback atomic.Int32
+	var overlaps atomic.Int32
+	counts := make([]atomic.Int32, goroutines*perG)
+	dsts := make([]*device.Mem, goroutines)
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		dsts[g] = device.NewMem(1 << 20)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(g), 3))
+			for i := range perG {
+				id := g*perG + i
+				n := int64(1 + r.IntN(64<<10))
+				off := int64(r.IntN(1<<20 - int(n)))
+				_, err := c.Copy(context.Background(), kcopyd.Region{Dev: src, Off: off, Len: n},
+					[]kcopyd.Region{{Dev: dsts[g], Off: off, Len: n}}, 0,
+					func(bool, uint64, error) {
+						if inCallback.Add(1) != 1 {
+							overlaps.Add(1)
+						}
+						counts[id].Add(1)
+						inCallback.Add(-1)
+					})
+				if err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := c.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if overlaps.Load() != 0 {
+		t.Fatalf("%d callbacks overlapped another", overlaps.Load())
+	}
+	for id := range counts {
+		if n := counts[id].Load(); n != 1 {
+			t.Fatalf("job %d: callback ran %d times", id, n)
+		}
+	}
+	for g, d := range dsts {
+		// Each goroutine copied ranges of src to the same offsets of its
+		// own destination: wherever it wrote, it matches src.
+		got := contents(t, d, 0, 1<<20)
+		want := contents(t, src, 0, 1<<20)
+		for i := range got {
+			if got[i] != 0 && got[i] != want[i] {
+				t.Fatalf("destination %d byte %d = %#x; want %#x", g, i, got[i], want[i])
+			}
+		}
+	}
+	if s := c.Stats(); s.BufferBytes > 2*kcopyd.SplitCount*(16<<10) {
+		t.Fatalf("client holds %d bytes of buffer, above its bound", s.BufferBytes)
+	}
+}
+
+// TestCallbackMaySubmit checks spec §2.11: a callback can submit a new job,
+// and Close waits for the chain to finish.
+func TestCallbackMaySubmit(t *testing.T) {
+	c, err := kcopyd.NewClient(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := device.NewMemFrom(randomBytes(2, 64<<10))
+	dst := device.NewMem(64 << 10)
+	var steps atomic.Int32
+	var next func(bool, uint64, error)
+	next = func(bool, uint64, error) {
+		i := int64(steps.Add(1))
+		if i < 16 {
+			if _, err := c.Copy(context.Background(), kcopyd.Region{Dev: src, Off: i * 4096, Len: 4096},
+				[]kcopyd.Region{{Dev: dst, Off: i * 4096, Len: 4096}}, 0, next); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	if _, err := c.Copy(context.Background(), kcopyd.Region{Dev: src, Len: 4096}, []kcopyd.Region{{Dev: dst, Len: 4096}}, 0, next); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if steps.Load() != 16 {
+		t.Fatalf("%d steps ran; want 16", steps.Load())
+	}
+	if !bytes.Equal(contents(t, dst, 0, 64<<10), contents(t, src, 0, 64<<10)) {
+		t.Fatal("chained copies did not copy everything")
+	}
+}
+
+func TestZeroLengthCompletesLater(t *testing.T) {
+	c := newClient(t, nil)
+	dst := device.NewMem(10)
+	var ran atomic.Bool
+	job, err := c.Copy(context.Background(), kcopyd.Region{Dev: device.NewMem(10)}, []kcopyd.Region{{Dev: dst}}, 0,
+		func(r bool, w uint64, err error) {
+			if r || w != 0 || err != nil {
+				t.Errorf("zero-length job: %v %v %v", r, w, err)
+			}
+			ran.Store(true)
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ran.Load() {
+		// Spec §8.1: never inline.
+		t.Fatal("callback ran inside Copy")
+	}
+	if err := job.Wait(context.Background()); err != nil || !ran.Load() {
+		t.Fatalf("Wait = %v, ran = %v", err, ran.Load())
+	}
+}
+
+func TestValidation(t *testing.T) {
+	c := newClient(t, &kcopyd.Options{SubJobSize: 64 << 10})
+	mem := func(n int64) device.Device { return device.NewMem(n) }
+	src := mem(1 << 20)
+	d := mem(1 << 20)
+	r := func(dev device.Device, off, n int64) kcopyd.Region { return kcopyd.Region{Dev: dev, Off: off, Len: n} }
+	nine := make([]kcopyd.Region, 9)
+	for i := range nine {
+		nine[i] = r(mem(100), 0, 100)
+	}
+	aligned := &alignedDev{Device: mem(1 << 20)}
+	for _, tc := range []struct {
+		name  string
+		src   kcopyd.Region
+		dests []kcopyd.Region
+		flags kcopyd.Flags
+		want  error
+	}{
+		{"no dests", r(src, 0, 100), nil, 0, kcopyd.ErrNoDests},
+		{"nine dests", r(src, 0, 100), nine, 0, kcopyd.ErrTooManyDests},
+		{"length mismatch", r(src, 0, 100), []kcopyd.Region{r(d, 0, 99)}, 0, kcopyd.ErrLengthMismatch},
+		{"past the end", r(src, 1<<20-10, 100), []kcopyd.Region{r(d, 0, 100)}, 0, kcopyd.ErrOutOfRange},
+		{"dest past the end", r(src, 0, 100), []kcopyd.Region{r(d, 1<<20-99, 100)}, 0, kcopyd.ErrOutOfRange},
+		{"negative offset", r(src, -1, 100), []kcopyd.Region{r(d, 0, 100)}, 0, kcopyd.ErrOutOfRange},
+		{"negative length", r(src, 0, -5), []kcopyd.Region{r(d, 0, -5)}, 0, kcopyd.ErrOutOfRange},
+		{"nil device", r(nil, 0, 100), []kcopyd.Region{r(d, 0, 100)}, 0, kcopyd.ErrNilDevice},
+		{"overlap with source", r(src, 0, 100), []kcopyd.Region{r(src, 50, 100)}, 0, kcopyd.ErrOverlap},
+		{"dests overlap", r(src, 0, 100), []kcopyd.Region{r(d, 0, 100), r(d, 99, 100)}, 0, kcopyd.ErrOverlap},
+		{"same dest twice", r(src, 0, 100), []kcopyd.Region{r(d, 0, 100), r(d, 0, 100)}, 0, kcopyd.ErrOverlap},
+		{"misaligned for direct I/O", r(src, 0, 4096), []kcopyd.Region{r(aligned, 512, 4096)}, 0, kcopyd.ErrAlignment},
+		{"misaligned length", r(src, 0, 1000), []kcopyd.Region{r(aligned, 0, 1000)}, 0, kcopyd.ErrAlignment},
+		{"unknown flag", r(src, 0, 100), []kcopyd.Region{r(d, 0, 100)}, 1 << 10, kcopyd.ErrBadFlags},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := contents(t, d, 0, 1<<20)
+			job, err := c.Copy(context.Background(), tc.src, tc.dests, tc.flags, func(bool, uint64, error) {
+				t.Error("callback of a refused job ran")
+			})
+			if !errors.Is(err, tc.want) || job != nil {
+				t.Fatalf("Copy = %v, %v; want nil, %v", job, err, tc.want)
+			}
+			c.Flush()
+			if !bytes.Equal(before, contents(t, d, 0, 1<<20)) {
+				t.Fatal("a refused job changed the destination")
+			}
+		})
+	}
+	// Adjacent regions on one device are fine.
+	if res := run(t, c, context.Background(), &kcopyd.Region{Dev: src, Off: 0, Len: 100}, []kcopyd.Region{r(src, 100, 100)}, 0); res.err != nil {
+		t.Fatal(res.err)
+	}
+}
+
+// alignedDev demands 4096-byte alignment, as a 4Kn disk under O_DIRECT.
+type alignedDev struct{ device.Device }
+
+func (a *alignedDev) Limits() device.Limits {
+	return device.Limits{LogicalBlockSize: 4096, OffsetAlign: 4096, MemAlign: 4096}
+}
+
+func (a *alignedDev) WriteAt(p []byte, off int64) (int, error) {
+	if err := device.CheckRange(off, int64(len(p)), a.Size(), 4096); err != nil {
+		return 0, err
+	}
+	return a.Device.WriteAt(p, off)
+}
+
+func TestBadOptions(t *testing.T) {
+	for _, o := range []kcopyd.Options{
+		{SubJobSize: 1000},
+		{SubJobSize: 128 << 20},
+		{SubJobSize: 1 << 20, MaxMemory: 1 << 19},
+		{IOWorkers: -1},
+	} {
+		if c, err := kcopyd.NewClient(&o); err == nil {
+			c.Close()
+			t.Errorf("NewClient(%+v) succeeded", o)
+		}
+	}
+}
+
+// TestWriteErrorBits checks spec §1.8 and §8.4: the bit of each failing
+// destination is set, healthy destinations get every byte, and the failed
+// ranges are reported.
+func TestWriteErrorBits(t *testing.T) {
+	const sub, n = 64 << 10, 20 * (64 << 10)
+	data := randomBytes(5, n)
+	for _, flags := range []kcopyd.Flags{0, kcopyd.IgnoreError} {
+		t.Run(fmt.Sprintf("flags=%d", flags), func(t *testing.T) {
+			c := newClient(t, &kcopyd.Options{SubJobSize: sub})
+			src := device.NewMemFrom(append([]byte(nil), data...))
+			good1, good2 := device.NewMem(n), device.NewMem(n)
+			bad := faultdev.Wrap(device.NewMem(n), faultdev.Writes(faultdev.Range(5*sub+100, 10, faultdev.Always(errors.New("EIO")))))
+			dests := []kcopyd.Region{{Dev: good1, Len: n}, {Dev: bad, Len: n}, {Dev: good2, Len: n}}
+			res := run(t, c, context.Background(), &kcopyd.Region{Dev: src, Len: n}, dests, flags)
+			if res.readErr || res.writeErr != 0b010 {
+				t.Fatalf("readErr, writeErr = %v, %#b; want false, 0b010", res.readErr, res.writeErr)
+			}
+			var je *kcopyd.JobError
+			if !errors.As(res.err, &je) || !errors.Is(res.err, faultdev.ErrInjected) {
+				t.Fatalf("err = %v; want a *JobError wrapping the injected fault", res.err)
+			}
+			if je.Writes[0] != nil || je.Writes[1] == nil || je.Writes[2] != nil {
+				t.Fatalf("Writes = %v", je.Writes)
+			}
+			if want := []kcopyd.Range{{Off: 5 * sub, Len: sub}}; fmt.Sprint(je.WriteRanges[1]) != fmt.Sprint(want) {
+				t.Fatalf("WriteRanges[1] = %v; want %v", je.WriteRanges[1], want)
+			}
+			if je.Completed != 5*sub {
+				t.Fatalf("Completed = %d; want %d", je.Completed, 5*sub)
+			}
+			if flags&kcopyd.IgnoreError != 0 {
+				// Every chunk went on; healthy destinations are complete.
+				for i, d := range []device.Device{good1, good2} {
+					if k := firstDiff(contents(t, d, 0, n), data); k >= 0 {
+						t.Fatalf("healthy destination %d differs at %d", i, k)
+					}
+				}
+				if got := contents(t, bad, 6*sub, n-6*sub); !bytes.Equal(got, data[6*sub:]) {
+					t.Fatal("failing destination missed chunks after the failure despite IgnoreError")
+				}
+			} else {
+				// The prefix before the failure is on every destination.
+				for i, d := range []device.Device{good1, bad, good2} {
+					if k := firstDiff(contents(t, d, 0, 5*sub), data[:5*sub]); k >= 0 {
+						t.Fatalf("destination %d differs at %d inside the completed prefix", i, k)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestReadErrorIgnore checks spec §8.3 with IgnoreError: the unreadable
+// blocks are written as zeroes, only they, and reported exactly.
+func TestReadErrorIgnore(t *testing.T) {
+	const sub, n = 64 << 10, 10 * (64 << 10)
+	data := randomBytes(6, n)
+	src := faultdev.Wrap(device.NewMemFrom(append([]byte(nil), data...)),
+		faultdev.Reads(faultdev.Range(3*sub+5000, 3000, faultdev.Always(errors.New("EIO")))))
+	c := newClient(t, &kcopyd.Options{SubJobSize: sub})
+	dst := device.NewMemFrom(bytes.Repeat([]byte{0xaa}, n))
+	res := run(t, c, context.Background(), &kcopyd.Region{Dev: src, Len: n}, []kcopyd.Region{{Dev: dst, Len: n}}, kcopyd.IgnoreError)
+	var je *kcopyd.JobError
+	if !res.readErr || res.writeErr != 0 || !errors.As(res.err, &je) {
+		t.Fatalf("result %+v; want a read error only", res)
+	}
+	want := []kcopyd.Range{{Off: 3*sub + 4096, Len: 4096}} // the one 4 KiB block holding [5000, 8000)
+	if fmt.Sprint(je.ReadRanges) != fmt.Sprint(want) {
+		t.Fatalf("ReadRanges = %v; want %v", je.ReadRanges, want)
+	}
+	exp := append([]byte(nil), data...)
+	clear(exp[want[0].Off : want[0].Off+want[0].Len])
+	if k := firstDiff(contents(t, dst, 0, n), exp); k >= 0 {
+		t.Fatalf("destination differs from source-with-zeroed-block at %d", k)
+	}
+	if je.Completed != n {
+		t.Fatalf("Completed = %d; want %d (every chunk was written)", je.Completed, n)
+	}
+}
+
+// TestIndexSweep fails the i-th device operation of a multi-chunk copy to
+// three destinations, for every i, with and without IgnoreError: every job
+// must complete exactly once, report the failure, keep healthy bytes, and
+// leak nothing (TestMain checks goroutines).
+func TestIndexSweep(t *testing.T) {
+	const sub, n = 16 << 10, 10*(16<<10) + 777
+	data := randomBytes(8, n)
+	setup := func(inj faultdev.Injector) (*faultdev.Device, []*faultdev.Device) {
+		src := faultdev.Wrap(device.NewMemFrom(append([]byte(nil), data...)), inj)
+		var ds []*faultdev.Device
+		for range 3 {
+			ds = append(ds, faultdev.Wrap(device.NewMem(n), inj))
+		}
+		return src, ds
+	}
+	// Count the operations of a clean run.
+	counter := &faultdev.Counter{}
+	src, ds := setup(counter)
+	c := newClient(t, &kcopyd.Options{SubJobSize: sub})
+	regions := func(ds []*faultdev.Device) []kcopyd.Region {
+		var rs []kcopyd.Region
+		for _, d := range ds {
+			rs = append(rs, kcopyd.Region{Dev: d, Len: n})
+		}
+		return rs
+	}
+	if res := run(t, c, context.Background(), &kcopyd.Region{Dev: src, Len: n}, regions(ds), 0); res.err != nil {
+		t.Fatal(res.err)
+	}
+	total := counter.Count()
+	if total != 11*4 {
+		t.Fatalf("clean run made %d operations; want 44 (11 reads + 33 writes)", total)
+	}
+	for _, flags := range []kcopyd.Flags{0, kcopyd.IgnoreError} {
+		for i := range total {
+			idx := faultdev.OnIndex(i)
+			src, ds := setup(idx)
+			res := run(t, c, context.Background(), &kcopyd.Region{Dev: src, Len: n}, regions(ds), flags)
+			if !idx.Fired() {
+				t.Fatalf("flags %d, i=%d: the fault never fired", flags, i)
+			}
+			var je *kcopyd.JobError
+			if res.err == nil && flags&kcopyd.IgnoreError != 0 {
+				// A one-off read fault is healed by the block-by-block
+				// retry that IgnoreError makes: then every byte is right.
+				for k, d := range ds {
+					if x := firstDiff(contents(t, d, 0, n), data); x >= 0 {
+						t.Fatalf("flags %d, i=%d: clean result but destination %d differs at %d", flags, i, k, x)
+					}
+				}
+				continue
+			}
+			if !errors.As(res.err, &je) {
+				t.Fatalf("flags %d, i=%d: err = %v; want a *JobError", flags, i, res.err)
+			}
+			if res.readErr == (res.writeErr != 0) {
+				t.Fatalf("flags %d, i=%d: readErr %v writeErr %#b: want exactly one kind", flags, i, res.readErr, res.writeErr)
+			}
+			// Every destination holds the source over the completed prefix,
+			// and with IgnoreError, everywhere outside the failed ranges.
+			for k, d := range ds {
+				got := contents(t, d, 0, n)
+				if x := firstDiff(got[:je.Completed], data[:je.Completed]); x >= 0 {
+					t.Fatalf("flags %d, i=%d: destination %d differs at %d inside Completed=%d", flags, i, k, x, je.Completed)
+				}
+				if flags&kcopyd.IgnoreError == 0 {
+					continue
+				}
+				exp := append([]byte(nil), data...)
+				for _, r := range je.ReadRanges {
+					clear(exp[r.Off : r.Off+r.Len])
+				}
+				for _, r := range je.WriteRanges[k] {
+					copy(exp[r.Off:r.Off+r.Len], got[r.Off:r.Off+r.Len])
+				}
+				if x := firstDiff(got, exp); x >= 0 {
+					t.Fatalf("flags %d, i=%d: destination %d differs at %d outside the reported ranges", flags, i, k, x)
+				}
+			}
+		}
+	}
+}
+
+func TestZero(t *testing.T) {
+	const n = 3<<20 + 4096
+	c := newClient(t, &kcopyd.Options{SubJobSize: 256 << 10})
+	native := device.NewMemFrom(bytes.Repeat([]byte{1}, n))
+	counter := &faultdev.Counter{}
+	// faultdev over Mem keeps WriteZeroes; plain hides it, forcing the
+	// shared-zero-buffer fallback for the whole job (spec §3.2).
+	plain := struct{ device.Device }{device.NewMemFrom(bytes.Repeat([]byte{2}, n))}
+	wrapped := faultdev.Wrap(native, counter)
+	dests := []kcopyd.Region{{Dev: wrapped, Off: 4096, Len: n - 8192}, {Dev: plain, Off: 4096, Len: n - 8192}}
+	if res := run(t, c, context.Background(), nil, dests, 0); res.err != nil {
+		t.Fatal(res.err)
+	}
+	for i, d := range []device.Device{native, plain} {
+		got := contents(t, d, 0, n)
+		if !bytes.Equal(got[4096:n-4096], make([]byte, n-8192)) {
+			t.Fatalf("destination %d not zeroed", i)
+		}
+		if got[4095] == 0 || got[n-4096] == 0 {
+			t.Fatalf("destination %d zeroed outside its region", i)
+		}
+	}
+	// All destinations native: no data buffers at all.
+	a, b := device.NewMemFrom(bytes.Repeat([]byte{1}, n)), device.NewMemFrom(bytes.Repeat([]byte{1}, n))
+	before := c.Stats().PeakBufferBytes
+	if res := run(t, c, context.Background(), nil, []kcopyd.Region{{Dev: a, Len: n}, {Dev: b, Len: n}}, 0); res.err != nil {
+		t.Fatal(res.err)
+	}
+	if c.Stats().PeakBufferBytes != before {
+		t.Fatal("a zero job took buffers")
+	}
+	for _, d := range []device.Device{a, b} {
+		if !bytes.Equal(contents(t, d, 0, n), make([]byte, n)) {
+			t.Fatal("native zeroing left data")
+		}
+	}
+}
+
+func TestDetectAndSkipZeroes(t *testing.T) {
+	const sub = 64 << 10
+	data := randomBytes(9, 8*sub)
+	clear(data[2*sub : 5*sub]) // three zero chunks
+	for _, tc := range []struct {
+		flags      kcopyd.Flags
+		wantWrites int64 // write or write-zeroes requests per destination
+	}{
+		{0, 8}, {kcopyd.DetectZeroes, 8}, {kcopyd.SkipZeroes, 5},
+	} {
+		c := newClient(t, &kcopyd.Options{SubJobSize: sub})
+		counter := &faultdev.Counter{}
+		inner := device.NewMemFrom(bytes.Repeat([]byte{0xee}, 8*sub))
+		dst := faultdev.Wrap(inner, faultdev.Writes(counter))
+		res := run(t, c, context.Background(), &kcopyd.Region{Dev: device.NewMemFrom(data), Len: 8 * sub},
+			[]kcopyd.Region{{Dev: dst, Len: 8 * sub}}, tc.flags)
+		if res.err != nil {
+			t.Fatal(res.err)
+		}
+		if counter.Count() != tc.wantWrites {
+			t.Errorf("flags %d: %d writes; want %d", tc.flags, counter.Count(), tc.wantWrites)
+		}
+		got := contents(t, inner, 0, 8*sub)
+		if tc.flags&kcopyd.SkipZeroes != 0 {
+			// Skipped: the destination keeps its old bytes there.
+			copy(got[2*sub:5*sub], make([]byte, 3*sub))
+		}
+		if k := firstDiff(got, data); k >= 0 {
+			t.Errorf("flags %d: destination differs at %d", tc.flags, k)
+		}
+		if tc.flags&kcopyd.DetectZeroes != 0 {
+			ext, err := inner.Extents(2*sub, 3*sub)
+			if err != nil || len(ext) == 0 || !ext[0].Zero {
+				t.Errorf("flags %d: zero chunks were written as data: %v %v", tc.flags, ext, err)
+			}
+		}
+	}
+}
+
+// TestCancel stops a long copy through its context: chunks in flight
+// finish, the job ends with Canceled and a correct prefix.
+func TestCancel(t *testing.T) {
+	const sub, n = 64 << 10, 200 * (64 << 10)
+	data := randomBytes(10, n)
+	src := faultdev.Wrap(device.NewMemFrom(data), faultdev.Latency(2*time.Millisecond))
+	dst := device.NewMem(n)
+	c := newClient(t, &kcopyd.Options{SubJobSize: sub})
+	ctx, cancel := context.WithCancel(context.Background())
+	job, err := c.Copy(ctx, kcopyd.Region{Dev: src, Len: n}, []kcopyd.Region{{Dev: dst, Len: n}}, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for job.Progress() < 10*sub {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	err = job.Wait(context.Background())
+	var je *kcopyd.JobError
+	if !errors.As(err, &je) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("Wait = %v; want a *JobError wrapping context.Canceled", err)
+	}
+	if je.Completed < 10*sub || je.Completed >= n || je.Completed%sub != 0 {
+		t.Fatalf("Completed = %d; want a chunk boundary between %d and %d", je.Completed, 10*sub, n)
+	}
+	if k := firstDiff(contents(t, dst, 0, je.Completed), data[:je.Completed]); k >= 0 {
+		t.Fatalf("destination differs at %d inside the completed prefix", k)
+	}
+	if job.Progress() < je.Completed {
+		t.Fatalf("Progress %d < Completed %d", job.Progress(), je.Completed)
+	}
+}
+
+// TestCloseWaits checks spec §1.6: Close returns only after every accepted
+// job and every prepared callback has completed, and refuses new jobs.
+func TestCloseWaits(t *testing.T) {
+	c, err := kcopyd.NewClient(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := faultdev.Wrap(device.NewMemFrom(randomBytes(11, 4<<20)), faultdev.Latency(time.Millisecond))
+	var done atomic.Int32
+	for i := range 4 {
+		if _, err := c.Copy(context.Background(), kcopyd.Region{Dev: src, Off: int64(i) << 20, Len: 1 << 20},
+			[]kcopyd.Region{{Dev: device.NewMem(1 << 20), Len: 1 << 20}}, 0, func(bool, uint64, error) { done.Add(1) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h, err := c.PrepareCallback(func(r bool, w uint64, err error) {
+		if !r || w != 0b100 {
+			t.Errorf("prepared callback got %v %#b", r, w)
+		}
+		var je *kcopyd.JobError
+		if !errors.As(err, &je) || !errors.Is(err, kcopyd.ErrReported) || je.WriteErrMask() != 0b100 {
+			t.Errorf("prepared callback err = %v", err)
+		}
+		done.Add(1)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan struct{})
+	go func() {
+		c.Close()
+		close(closed)
+	}()
+	time.Sleep(20 * time.Millisecond)
+	select {
+	case <-closed:
+		t.Fatal("Close returned while a prepared callback was outstanding")
+	default:
+	}
+	go c.DoCallback(h, true, 0b100) // from another goroutine, as from an I/O completion
+	<-closed
+	if done.Load() != 5 {
+		t.Fatalf("%d of 5 completions ran before Close returned", done.Load())
+	}
+	if _, err := c.Copy(context.Background(), kcopyd.Region{Dev: src, Len: 1}, []kcopyd.Region{{Dev: device.NewMem(1), Len: 1}}, 0, nil); !errors.Is(err, kcopyd.ErrClosed) {
+		t.Fatalf("Copy after Close = %v; want ErrClosed", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("second Close = %v", err)
+	}
+}
+
+func TestDoCallbackTwicePanics(t *testing.T) {
+	c := newClient(t, nil)
+	h, _ := c.PrepareCallback(func(bool, uint64, error) {})
+	c.DoCallback(h, false, 0)
+	defer func() {
+		if recover() == nil {
+			t.Fatal("second DoCallback did not panic")
+		}
+	}()
+	c.DoCallback(h, false, 0)
+}
+
+// TestMemoryBound runs many large jobs at once and checks the buffer pool
+// never exceeds MaxMemory (spec §6.4, with the bound the kernel lacks).
+func TestMemoryBound(t *testing.T) {
+	const sub = 64 << 10
+	const limit = 3 * sub
+	c := newClient(t, &kcopyd.Options{SubJobSize: sub, MaxMemory: limit})
+	src := device.NewMemFrom(randomBytes(12, 4<<20))
+	var jobs []*kcopyd.Job
+	var dsts []*device.Mem
+	for range 10 {
+		d := device.NewMem(4 << 20)
+		dsts = append(dsts, d)
+		j, err := c.Copy(context.Background(), kcopyd.Region{Dev: src, Len: 4 << 20}, []kcopyd.Region{{Dev: d, Len: 4 << 20}}, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		jobs = append(jobs, j)
+	}
+	for _, j := range jobs {
+		if err := j.Wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s := c.Stats(); s.BufferBytes > limit || s.PeakBufferBytes > limit {
+		t.Fatalf("stats %+v exceed the bound %d", s, limit)
+	}
+	for i, d := range dsts {
+		if !bytes.Equal(contents(t, d, 0, 4<<20), contents(t, src, 0, 4<<20)) {
+			t.Fatalf("destination %d differs", i)
+		}
+	}
+}
+
+func TestThrottleRate(t *testing.T) {
+	th := kcopyd.NewThrottle(100)
+	th.SetRate(1 << 20) // 1 MiB/s
+	c := newClient(t, &kcopyd.Options{SubJobSize: 64 << 10, Throttle: th})
+	ctx, cancel := context.WithCancel(context.Background())
+	job, err := c.Copy(ctx, kcopyd.Region{Dev: device.NewMem(64 << 20), Len: 64 << 20},
+		[]kcopyd.Region{{Dev: device.NewMem(64 << 20), Len: 64 << 20}}, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	// At 1 MiB/s with a one-second burst, far less than 64 MiB can be done.
+	if p := job.Progress(); p >= 16<<20 {
+		t.Fatalf("progress %d after 100 ms at 1 MiB/s", p)
+	}
+	th.SetRate(0) // lift it while running
+	if err := job.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+}
+
+func TestThrottleGroupCancel(t *testing.T) {
+	th := kcopyd.NewThrottle(100)
+	th.SetRate(64 << 10)
+	c1 := newClient(t, &kcopyd.Options{SubJobSize: 64 << 10, Throttle: th})
+	c2 := newClient(t, &kcopyd.Options{SubJobSize: 64 << 10, Throttle: th})
+	ctx, cancel := context.WithCancel(context.Background())
+	var jobs []*kcopyd.Job
+	for _, c := range []*kcopyd.Client{c1, c2} {
+		j, err := c.Copy(ctx, kcopyd.Region{Dev: device.NewMem(8 << 20), Len: 8 << 20},
+			[]kcopyd.Region{{Dev: device.NewMem(8 << 20), Len: 8 << 20}}, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		jobs = append(jobs, j)
+	}
+	time.Sleep(50 * time.Millisecond)
+	cancel() // a throttled wait must end with the context
+	for _, j := range jobs {
+		if err := j.Wait(context.Background()); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Wait = %v; want context.Canceled", err)
+		}
+	}
+}
