@@ -97,10 +97,10 @@ type Job struct {
 
 	mu struct {
 		sync.Mutex
-		next     int64 // offset of the next chunk to dispatch
-		slots    int   // sub-jobs still running
-		prefix   int64 // chunks complete without error from 0 to prefix
-		failedAt int64 // offset of the first chunk that did not complete; -1 if none
+		next     int64           // offset of the next chunk to dispatch
+		slots    int             // sub-jobs still running
+		prefix   int64           // chunks complete without error from 0 to prefix
+		failedAt int64           // offset of the first chunk that did not complete; -1 if none
 		ahead    map[int64]int64 // complete chunks past the prefix: offset to length
 		readErr  error
 		readBad  []Range

@@ -268,6 +268,13 @@ func (d *Device) probe() error {
 	if err != nil {
 		return fmt.Errorf("BLKPBSZGET: %w", err)
 	}
+	if !d.readOnly {
+		// The kernel lets a read-only device be opened for writing and
+		// fails the writes; refuse it here, where the reason is clear.
+		if ro, err := unix.IoctlGetInt(fd, unix.BLKROGET); err == nil && ro != 0 {
+			return fmt.Errorf("%w: the kernel marks the device read-only; open it read-only", device.ErrReadOnly)
+		}
+	}
 	if lbs == 0 || lbs&(lbs-1) != 0 {
 		return fmt.Errorf("BLKSSZGET: implausible logical block size %d", lbs)
 	}

@@ -19,10 +19,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // Option changes how a loop device is set up.
@@ -47,8 +51,9 @@ func DirectIO() Option { return func(c *config) { c.directIO = true } }
 // ReadOnly attaches the device read-only (losetup --read-only).
 func ReadOnly() Option { return func(c *config) { c.readOnly = true } }
 
-// PartScan makes the kernel scan the backing file for a partition table
-// (losetup --partscan); partitions appear as <path>p1, <path>p2, ...
+// PartScan allows partitions on the device (losetup --partscan): the kernel
+// scans the backing file for a partition table it knows, and AddPartition
+// can create partitions without one. Partitions appear as <path>p1, ...
 func PartScan() Option { return func(c *config) { c.partScan = true } }
 
 // Available returns nil when this process can attach loop devices, else an
@@ -154,12 +159,22 @@ func Attach(t testing.TB, file string, opts ...Option) string {
 	return dev
 }
 
-// Partition returns the path of partition n (from 1) of the loop device
-// dev attached with PartScan, waiting up to ten seconds for udev or
-// devtmpfs to create its node. It fails the test when the node does not
-// appear.
-func Partition(t testing.TB, dev string, n int) string {
+// AddPartition creates partition n (from 1) of off and length bytes on the
+// loop device dev, which must have been attached with PartScan, with the
+// BLKPG ioctl (no partition table is needed or written), waits up to ten
+// seconds for its device node, and returns its path (<dev>p<n>). The
+// partition is deleted in t.Cleanup. off and length must be multiples of
+// the logical block size.
+func AddPartition(t testing.TB, dev string, n int, off, length int64) string {
 	t.Helper()
+	if err := blkpg(dev, unix.BLKPG_ADD_PARTITION, n, off, length); err != nil {
+		t.Fatalf("looptest: adding partition %d [%d, +%d) to %s: %v", n, off, length, dev, err)
+	}
+	t.Cleanup(func() {
+		if err := blkpg(dev, unix.BLKPG_DEL_PARTITION, n, 0, 0); err != nil {
+			t.Errorf("looptest: deleting partition %d of %s: %v", n, dev, err)
+		}
+	})
 	path := fmt.Sprintf("%sp%d", dev, n)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -168,8 +183,29 @@ func Partition(t testing.TB, dev string, n int) string {
 			return path
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("looptest: partition %d of %s did not appear: %v", n, dev, err)
+			t.Fatalf("looptest: node of partition %d of %s did not appear: %v", n, dev, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// blkpg adds or deletes partition n of the block device dev.
+func blkpg(dev string, op int32, n int, off, length int64) error {
+	fd, err := unix.Open(dev, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: dev, Err: err}
+	}
+	defer unix.Close(fd)
+	part := unix.BlkpgPartition{Start: off, Length: length, Pno: int32(n)}
+	arg := unix.BlkpgIoctlArg{
+		Op:      op,
+		Datalen: int32(unsafe.Sizeof(part)),
+		Data:    (*byte)(unsafe.Pointer(&part)),
+	}
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.BLKPG, uintptr(unsafe.Pointer(&arg)))
+	runtime.KeepAlive(&part)
+	if errno != 0 {
+		return fmt.Errorf("BLKPG: %w", errno)
+	}
+	return nil
 }
