@@ -1,0 +1,241 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kcopyd/kcopyd"
+)
+
+const copyLong = `Copy a region of SOURCE to every DEST (1 to 8). Each chunk of the source is
+read once and written to all destinations in parallel by the kcopyd engine.
+
+The region starts at --offset in SOURCE and at --dest-offset in every DEST,
+and is --length bytes long (default: to the end of SOURCE). --regions FILE
+runs many regions instead, one "SRC_OFFSET LENGTH DEST_OFFSET" per line
+("#" starts a comment), at most --jobs at a time; the whole file is checked
+before anything is written.
+
+SIZE is a byte count with an optional suffix: k, K or KiB (1024), M or MiB,
+G or GiB, T or TiB (powers of 1024), or s (512-byte sectors).
+
+Sparse copies (the default): ranges the source reports as holes (64KiB or
+longer) are not read. On a destination that reads zeroes there already (a
+file created by --create, the new part of a file it extended, or every
+destination under --dest-is-zero) they are skipped; elsewhere they are
+zeroed with the device's write-zeroes, which punches holes in files, so holes
+stay holes. All-zero chunks read from the source are written with
+write-zeroes too, or skipped on destinations known to read zeroes.
+--no-sparse copies every byte as it is.
+
+Everything is checked and opened before the first write: a bad argument,
+a destination that is a directory, too small, given twice, in use (mounted
+block devices are refused unless --force), or overlapping the source range,
+stops the command with status 1 and nothing written. Destinations are
+flushed before success is reported (--no-flush skips this).
+
+--rate limits the bytes per second; with --rate-file FILE the limit can be
+changed while the copy runs: kcopyd reads FILE once a second and applies
+the rate in it ("echo 50M > FILE"; "0" = unlimited). --throttle PERCENT is
+the kernel's I/O-time throttle.
+
+On SIGINT or SIGTERM kcopyd stops starting new chunks, waits for those in
+flight, flushes, and reports how many bytes from the start of the region are
+complete, with the options to resume.
+
+` + exitStatusHelp
+
+const copyExample = `  # copy a disk image to two disks at once and check the result
+  kcopyd copy --direct --verify disk.img /dev/sdb /dev/sdc
+
+  # copy 1GiB from offset 4GiB of a device into a new sparse file
+  kcopyd copy --offset 4G --length 1G --create /dev/sdb part.img
+
+  # copy to an NBD export at 100MiB/s, adjustable while it runs
+  echo 100M > /tmp/rate; kcopyd copy --rate-file /tmp/rate src.img nbd://server/export
+
+  # many regions from a file, 8 at a time, result as JSON
+  kcopyd copy --regions map.txt --jobs 8 --json /dev/vg/origin /dev/vg/snap`
+
+func newCopyCmd(e *env) *cobra.Command {
+	o := &options{}
+	cmd := &cobra.Command{
+		Use:     "copy [options] SOURCE DEST [DEST...]",
+		Short:   "Copy a region of SOURCE to up to 8 destinations, reading it once",
+		Long:    copyLong,
+		Example: copyExample,
+		Args:    cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runCopy(cmd.Context(), e, cmd, o, args)
+		},
+	}
+	o.register(cmd, flagSet{destOffset: true, write: true, copy: true})
+	return cmd
+}
+
+func runCopy(ctx context.Context, e *env, cmd *cobra.Command, o *options, args []string) error {
+	w := &writeRun{e: e, o: o, verb: "copy", start: time.Now()}
+	if len(args) < 2 {
+		return w.report(exitUsage, usageErrorf("copy needs a SOURCE and at least one DEST"))
+	}
+	w.rep.Source = args[0]
+	if err := o.check(cmd); err != nil {
+		return w.report(exitUsage, err)
+	}
+	regions, err := o.loadRegions(e.stdin, copyRegions)
+	if err != nil {
+		return w.report(exitUsage, err)
+	}
+	locs, err := inspectDests(args[1:])
+	if err != nil {
+		return w.report(exitUsage, err)
+	}
+	w.locs = locs
+
+	// The source.
+	src, err := inspectLocation(args[0])
+	if err != nil {
+		return w.fail(inputError(fmt.Errorf("source %w", err)))
+	}
+	if !src.exists {
+		return w.fail(inputError(fmt.Errorf("source %s does not exist", src.spec)))
+	}
+	if err := src.open(ctx, openMode{direct: o.direct}); err != nil {
+		return w.fail(inputError(fmt.Errorf("source: %w", err)))
+	}
+	w.src = src
+
+	// The regions.
+	if regions == nil {
+		off := o.offset.n
+		if off >= src.size {
+			return w.fail(inputError(fmt.Errorf("--offset %d is at or beyond the end of the source %s (%d bytes)", off, src.spec, src.size)))
+		}
+		length := src.size - off
+		if o.length.set {
+			length = o.length.n
+		}
+		if o.destOffset.n > 1<<63-1-length {
+			return w.fail(usageErrorf("--dest-offset plus --length is too large"))
+		}
+		regions = []region{{src: off, len: length, dest: o.destOffset.n}}
+	}
+	w.regions = regions
+	var needed, total int64
+	for _, rg := range regions {
+		if rg.srcEnd() > src.size {
+			return w.fail(inputError(fmt.Errorf("%s: source range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.src, rg.len, rg.srcEnd(), src.spec, src.size)))
+		}
+		needed = max(needed, rg.destEnd())
+		total += rg.len
+	}
+	// Open the destinations that exist and are big enough; note the files
+	// to create or extend.
+	var toCreate, toGrow []*location
+	for _, l := range locs {
+		switch {
+		case l.kind == locFile && !l.exists:
+			if !o.create {
+				return w.fail(inputError(fmt.Errorf("destination %s does not exist (use --create to create it)", l.spec)))
+			}
+			toCreate = append(toCreate, l)
+			continue
+		case l.kind == locFile && l.size < needed:
+			if !o.create {
+				return w.fail(inputError(fmt.Errorf("destination %s is %d bytes, but the region ends at %d, beyond the end of the file (use --create to extend it)", l.spec, l.size, needed)))
+			}
+			toGrow = append(toGrow, l)
+			continue
+		}
+		if err := w.openForWrite(ctx, l); err != nil {
+			return w.fail(inputError(fmt.Errorf("destination %w", err)))
+		}
+		if l.size < needed {
+			return w.fail(inputError(fmt.Errorf("destination %s is %d bytes, but the region ends at %d", l.spec, l.size, needed)))
+		}
+	}
+	if err := checkOpenedDuplicates(locs); err != nil {
+		return w.fail(inputError(err))
+	}
+	if err := checkRegionOverlaps(regions, src, locs); err != nil {
+		return w.fail(inputError(err))
+	}
+	if err := checkAlignment(regions, src, nil, o.direct); err != nil {
+		return w.fail(inputError(err))
+	}
+	th, rateContent, err := o.newThrottle()
+	if err != nil {
+		return w.fail(err)
+	}
+	client, err := kcopyd.NewClient(&kcopyd.Options{SubJobSize: o.subJobSize.n, Throttle: th})
+	if err != nil {
+		return w.fail(inputError(fmt.Errorf("engine: %w", err)))
+	}
+	clientClosed := false
+	defer func() {
+		if !clientClosed {
+			client.Close()
+		}
+	}()
+
+	// Create and extend files last: these are the first changes, and they
+	// are undone if anything below fails.
+	for _, l := range toCreate {
+		if err := l.create(needed, openMode{write: true, direct: o.direct}); err != nil {
+			return w.fail(inputError(fmt.Errorf("destination %w", err)))
+		}
+	}
+	for _, l := range toGrow {
+		if err := l.grow(needed, openMode{write: true, direct: o.direct}); err != nil {
+			return w.fail(inputError(fmt.Errorf("destination %w", err)))
+		}
+	}
+	if err := checkAlignment(regions, nil, locs, o.direct); err != nil {
+		return w.fail(inputError(err))
+	}
+
+	dests := make([]*dest, len(locs))
+	devAlign := maxAlign(src.dev)
+	for i, l := range locs {
+		dests[i] = &dest{loc: l, zeroFrom: knownZeroFrom(l, o.destIsZero)}
+		devAlign = max(devAlign, maxAlign(l.dev))
+	}
+	segs, warnings := planSegments(src.dev, regions, dests, !o.noSparse, devAlign)
+	for _, msg := range warnings {
+		fmt.Fprintf(e.stderr, "kcopyd: warning: %s\n", msg)
+	}
+	w.rep.Warnings = warnings
+	clientClosed = true
+	return w.execute(ctx, client, th, rateContent, dests, segs, total)
+}
+
+// checkRegionOverlaps refuses regions whose destination ranges overlap
+// each other (the result would depend on timing) and, for a destination
+// that is the source itself, destination ranges that overlap any source
+// range.
+func checkRegionOverlaps(regions []region, src *location, locs []*location) error {
+	dst := make([]lineRange, len(regions))
+	srcs := make([]lineRange, len(regions))
+	for i, rg := range regions {
+		dst[i] = lineRange{rg.dest, rg.len, rg.line}
+		srcs[i] = lineRange{rg.src, rg.len, rg.line}
+	}
+	if x, y, ok := firstOverlap(dst, dst, true); ok {
+		return fmt.Errorf("regions lines %d and %d write overlapping destination ranges [%d, +%d) and [%d, +%d)", x.line, y.line, x.off, x.len, y.off, y.len)
+	}
+	for _, l := range locs {
+		if l.identity() != src.identity() {
+			continue
+		}
+		if d, s, ok := firstOverlap(dst, srcs, false); ok {
+			if d.line == 0 {
+				return fmt.Errorf("destination %s is the source, and the destination range [%d, +%d) overlaps the source range [%d, +%d)", l.spec, d.off, d.len, s.off, s.len)
+			}
+			return fmt.Errorf("destination %s is the source, and the destination range of %s [%d, +%d) overlaps the source range of %s [%d, +%d)", l.spec, lineName(d.line), d.off, d.len, lineName(s.line), s.off, s.len)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// options holds the flags of copy, zero and verify; each command registers
+// the subset that applies to it.
+type options struct {
+	offset, length, destOffset sizeFlag
+	regionsFile                string
+	jobs                       int
+	throttle                   int
+	rate                       sizeFlag
+	rateFile                   string
+	subJobSize                 sizeFlag
+	ignoreErrors               bool
+	writeSeq                   bool
+	direct                     bool
+	sparse, noSparse           bool
+	destIsZero                 bool
+	create                     bool
+	noFlush                    bool
+	verify                     bool
+	force                      bool
+	json                       bool
+	quiet                      bool
+	progressInterval           time.Duration
+}
+
+// flagSet names the groups of flags a command takes.
+type flagSet struct {
+	destOffset bool // --dest-offset (copy, verify)
+	write      bool // engine and write flags (copy, zero)
+	copy       bool // copy-only flags
+}
+
+// defaultJobs is the default of --jobs.
+const defaultJobs = 4
+
+func (o *options) register(cmd *cobra.Command, fs flagSet) {
+	f := cmd.Flags()
+	f.SortFlags = false
+	if fs.destOffset {
+		f.Var(&o.offset, "offset", "source start `SIZE` (default 0)")
+		f.Var(&o.length, "length", "region length `SIZE` (default: to the end of the source)")
+		f.Var(&o.destOffset, "dest-offset", "start `SIZE` in every destination (default 0)")
+		f.StringVar(&o.regionsFile, "regions", "", "run the regions listed in `FILE` (- = stdin), one \"SRC_OFFSET LENGTH DEST_OFFSET\" per line")
+	} else {
+		f.Var(&o.offset, "offset", "start `SIZE` in every destination (default 0)")
+		f.Var(&o.length, "length", "region length `SIZE` (default: to the end of each destination)")
+		f.StringVar(&o.regionsFile, "regions", "", "zero the regions listed in `FILE` (- = stdin), one \"OFFSET LENGTH\" per line")
+	}
+	f.IntVarP(&o.jobs, "jobs", "j", defaultJobs, "at most `N` regions in flight")
+	f.Var(&o.subJobSize, "sub-job-size", "engine chunk `SIZE`, a multiple of 4KiB from 4KiB to 64MiB (default 512KiB)")
+	f.BoolVar(&o.direct, "direct", false, "open every location with O_DIRECT (fails if a device or file system refuses it)")
+	if fs.write {
+		f.IntVar(&o.throttle, "throttle", 100, "let kcopyd use the disks at most `PERCENT` of the time (1..100; 100 = no limit)")
+		f.Var(&o.rate, "rate", "limit the copy to `SIZE` bytes per second (0 = unlimited)")
+		f.StringVar(&o.rateFile, "rate-file", "", "poll `FILE` once a second for a new rate (a SIZE per second, 0 = unlimited), changeable while running")
+		f.BoolVar(&o.ignoreErrors, "ignore-errors", false, "keep going after read and write errors (unreadable source ranges are written as zeroes and reported)")
+		f.BoolVar(&o.writeSeq, "write-seq", false, "write each destination strictly in ascending order, one region at a time (zoned devices)")
+		f.BoolVar(&o.noFlush, "no-flush", false, "do not flush the destinations' caches before reporting success")
+		f.BoolVar(&o.verify, "verify", false, "after writing, read every destination back and compare")
+		f.BoolVar(&o.force, "force", false, "write to block devices even when they are mounted or in use")
+	}
+	if fs.copy {
+		f.BoolVar(&o.sparse, "sparse", false, "skip source holes and write all-zero chunks as write-zeroes (the default)")
+		f.BoolVar(&o.noSparse, "no-sparse", false, "copy every byte, holes and zeroes included")
+		f.BoolVar(&o.destIsZero, "dest-is-zero", false, "the destinations already read as zeroes: do not write holes and zero chunks at all")
+		f.BoolVar(&o.create, "create", false, "create missing destination files, and extend short ones, to the size needed")
+	}
+	f.BoolVar(&o.json, "json", false, "print one JSON object with the results on stdout at the end")
+	f.BoolVarP(&o.quiet, "quiet", "q", false, "no progress display and no summary line")
+	f.DurationVar(&o.progressInterval, "progress-interval", 5*time.Second, "interval of plain progress lines when stderr is not a terminal")
+	_ = f.MarkHidden("progress-interval")
+}
+
+// check validates flag values and combinations that do not depend on the
+// locations.
+func (o *options) check(cmd *cobra.Command) error {
+	f := cmd.Flags()
+	if o.length.set && o.length.n == 0 {
+		return usageErrorf("--length must be positive")
+	}
+	if o.regionsFile != "" {
+		for _, name := range []string{"offset", "length", "dest-offset"} {
+			if fl := f.Lookup(name); fl != nil && fl.Changed {
+				return usageErrorf("--%s cannot be combined with --regions (give the offsets in the regions file)", name)
+			}
+		}
+	}
+	if o.jobs < 1 || o.jobs > 1024 {
+		return usageErrorf("--jobs must be between 1 and 1024, got %d", o.jobs)
+	}
+	if f.Lookup("throttle") != nil && (o.throttle < 1 || o.throttle > 100) {
+		return usageErrorf("--throttle must be a percentage between 1 and 100, got %d", o.throttle)
+	}
+	if o.subJobSize.set {
+		n := o.subJobSize.n
+		if n < 4096 || n > 64<<20 || n%4096 != 0 {
+			return usageErrorf("--sub-job-size must be a multiple of 4KiB between 4KiB and 64MiB, got %d", n)
+		}
+	}
+	if o.sparse && o.noSparse {
+		return usageErrorf("--sparse and --no-sparse cannot be combined")
+	}
+	if o.noSparse && o.destIsZero {
+		return usageErrorf("--dest-is-zero works only with --sparse (the default), not with --no-sparse")
+	}
+	if o.writeSeq && o.ignoreErrors {
+		return usageErrorf("--write-seq cannot be combined with --ignore-errors (a sequential writer stops at the first error)")
+	}
+	if o.progressInterval <= 0 {
+		return usageErrorf("--progress-interval must be positive")
+	}
+	return nil
+}
+
+// inFlight returns how many jobs may run at once.
+func (o *options) inFlight() int {
+	if o.writeSeq {
+		return 1
+	}
+	return o.jobs
+}
+
+// loadRegions reads --regions, or returns nil when it was not given.
+func (o *options) loadRegions(stdin io.Reader, format regionsFormat) ([]region, error) {
+	if o.regionsFile == "" {
+		return nil, nil
+	}
+	r := stdin
+	if o.regionsFile != "-" {
+		f, err := os.Open(o.regionsFile)
+		if err != nil {
+			return nil, inputError(fmt.Errorf("--regions: %w", err))
+		}
+		defer f.Close()
+		r = f
+	}
+	regs, err := parseRegions(r, format)
+	if err != nil {
+		return nil, inputError(fmt.Errorf("--regions %s: %w", o.regionsFile, err))
+	}
+	return regs, nil
+}

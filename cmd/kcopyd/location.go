@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kcopyd/kcopyd/device"
+	"github.com/kcopyd/kcopyd/device/blockdev"
+)
+
+// locKind is what a location names.
+type locKind int
+
+const (
+	locFile  locKind = iota // a regular file, existing or to be created
+	locBlock                // a block device
+	locURL                  // a URL such as nbd://host/export
+)
+
+// A location is one SOURCE or DEST argument. inspectLocation fills in what
+// stat tells without opening anything; open, create and grow then make dev.
+type location struct {
+	spec   string // as given on the command line
+	kind   locKind
+	exists bool  // false: a regular file still to be created (--create)
+	size   int64 // size in bytes; for a file to be created or grown, its size before the run
+	// key identifies the storage before it is opened: "file:DEV:INO",
+	// "block:RDEV", or "new:DEV:INO/NAME" (the parent directory and name)
+	// for a file to be created. Empty for URLs, whose identity is only
+	// known from the opened device.
+	key string
+
+	dev     device.Device
+	created bool // this run created the file
+	grown   bool // this run extended the file from size to dev.Size()
+	forced  bool // a block device opened without its exclusive claim because of --force
+}
+
+// urlRE matches the scheme of a URL location.
+var urlRE = regexp.MustCompile(`^([A-Za-z][A-Za-z0-9+.-]*)://`)
+
+// inspectLocation classifies spec without opening it. A path that does not
+// exist is returned with exists false (kind locFile); callers decide
+// whether that is an error.
+func inspectLocation(spec string) (*location, error) {
+	if spec == "" {
+		return nil, errors.New("empty location")
+	}
+	if urlRE.MatchString(spec) {
+		return &location{spec: spec, kind: locURL, exists: true}, nil
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(spec, &st); err != nil {
+		if !errors.Is(err, unix.ENOENT) {
+			return nil, fmt.Errorf("%s: %w", spec, err)
+		}
+		l := &location{spec: spec, kind: locFile}
+		var pst unix.Stat_t
+		if err := unix.Stat(filepath.Dir(spec), &pst); err == nil {
+			l.key = fmt.Sprintf("new:%d:%d/%s", pst.Dev, pst.Ino, filepath.Base(spec))
+		} else {
+			l.key = "new:" + spec
+		}
+		return l, nil
+	}
+	l := &location{spec: spec, exists: true}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		l.kind = locFile
+		l.size = st.Size
+		l.key = fmt.Sprintf("file:%d:%d", st.Dev, st.Ino)
+	case unix.S_IFBLK:
+		l.kind = locBlock
+		l.key = fmt.Sprintf("block:%d", st.Rdev)
+	case unix.S_IFDIR:
+		return nil, fmt.Errorf("%s is a directory", spec)
+	default:
+		return nil, fmt.Errorf("%s is not a regular file or a block device", spec)
+	}
+	return l, nil
+}
+
+// openMode says how to open a location.
+type openMode struct {
+	write  bool
+	direct bool // O_DIRECT; never falls back to buffered I/O
+	force  bool // write to a block device even when it is in use
+}
+
+// open opens an existing location. Block devices opened for writing take
+// the kernel's exclusive claim; when that fails because the device is
+// mounted or used otherwise, open fails unless m.force is set.
+func (l *location) open(ctx context.Context, m openMode) error {
+	var (
+		dev device.Device
+		err error
+	)
+	switch l.kind {
+	case locURL:
+		dev, err = openURL(ctx, l.spec, m)
+	case locBlock:
+		opts := blockdev.Options{ReadOnly: !m.write, Direct: m.direct, Exclusive: m.write}
+		var bd *blockdev.Device
+		bd, err = blockdev.Open(l.spec, opts)
+		if errors.Is(err, blockdev.ErrBusy) && m.force {
+			opts.Exclusive = false
+			bd, err = blockdev.Open(l.spec, opts)
+			l.forced = err == nil
+		}
+		if err == nil {
+			dev = bd
+		}
+	case locFile:
+		if !l.exists {
+			return fmt.Errorf("%s does not exist", l.spec)
+		}
+		var f *device.File
+		f, err = device.OpenFile(l.spec, device.FileOptions{ReadOnly: !m.write, Direct: m.direct})
+		if err == nil {
+			dev = f
+		}
+	}
+	if err != nil {
+		return l.openError(err, m)
+	}
+	l.dev = dev
+	l.size = dev.Size()
+	return nil
+}
+
+// openError explains a failed open.
+func (l *location) openError(err error, m openMode) error {
+	switch {
+	case errors.Is(err, blockdev.ErrBusy):
+		return fmt.Errorf("%s is in use (mounted, part of a device-mapper/LVM/md stack, active swap, or opened exclusively by another process); refusing to write to it (--force overrides): %w", l.spec, err)
+	case m.direct && (errors.Is(err, blockdev.ErrDirectNotSupported) || errors.Is(err, device.ErrNotSupported)):
+		return fmt.Errorf("--direct: %s refuses O_DIRECT (the file system or device does not support it; run without --direct): %w", l.spec, err)
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%s does not exist: %w", l.spec, err)
+	}
+	return fmt.Errorf("cannot open %s: %w", l.spec, err)
+}
+
+// create creates the missing regular file l as a sparse file of size
+// bytes and opens it for writing. The file is removed again by undo.
+func (l *location) create(size int64, m openMode) error {
+	if l.kind != locFile || l.exists {
+		panic("kcopyd: create on an existing location")
+	}
+	if _, err := os.Stat(filepath.Dir(l.spec)); err != nil {
+		return fmt.Errorf("cannot create %s: %w", l.spec, err)
+	}
+	f, err := device.CreateFile(l.spec, size, device.FileOptions{Direct: m.direct})
+	if err != nil {
+		return l.openError(err, m)
+	}
+	l.dev, l.created = f, true
+	return nil
+}
+
+// grow extends the existing regular file l to size bytes (the new part is
+// a hole) and opens it for writing. undo truncates it back.
+func (l *location) grow(size int64, m openMode) error {
+	if l.kind != locFile || !l.exists || l.dev != nil || size <= l.size {
+		panic("kcopyd: grow on a location that cannot grow")
+	}
+	if err := os.Truncate(l.spec, size); err != nil {
+		return fmt.Errorf("cannot extend %s to %d bytes: %w", l.spec, size, err)
+	}
+	l.grown = true
+	f, err := device.OpenFile(l.spec, device.FileOptions{Direct: m.direct})
+	if err != nil {
+		return l.openError(err, m)
+	}
+	l.dev = f
+	return nil
+}
+
+// undo closes l and reverts what create or grow did, for a run that stops
+// before its first write.
+func (l *location) undo() error {
+	err := l.close()
+	switch {
+	case l.created:
+		err = errors.Join(err, os.Remove(l.spec))
+		l.created = false
+	case l.grown:
+		err = errors.Join(err, os.Truncate(l.spec, l.size))
+		l.grown = false
+	}
+	return err
+}
+
+// close closes l's device, if open.
+func (l *location) close() error {
+	if l.dev == nil {
+		return nil
+	}
+	err := l.dev.Close()
+	l.dev = nil
+	return err
+}
+
+// identity returns the key that tells whether two locations are the same
+// storage: the stat key when there is one, else device.IdentityOf of the
+// opened device.
+func (l *location) identity() string {
+	if l.key != "" {
+		return l.key
+	}
+	if l.dev != nil {
+		return device.IdentityOf(l.dev)
+	}
+	return "spec:" + l.spec
+}
+
+// openURL opens a URL location. This is the one place that knows URL
+// schemes.
+func openURL(ctx context.Context, spec string, m openMode) (device.Device, error) {
+	scheme := urlRE.FindStringSubmatch(spec)[1]
+	switch scheme {
+	case "nbd", "nbd+unix", "nbds", "nbds+unix":
+		return nil, fmt.Errorf("%w: NBD URLs (%s://) are not supported yet by this build", errors.ErrUnsupported, scheme)
+	}
+	return nil, fmt.Errorf("unknown URL scheme %q (kcopyd knows nbd://, nbd+unix://, nbds://, nbds+unix://)", scheme)
+}

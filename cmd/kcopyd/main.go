@@ -1,0 +1,106 @@
+// Command kcopyd copies, zeroes and compares byte ranges of files, block
+// devices and NBD exports with the kcopyd engine: each chunk of the source
+// is read once and written to up to 8 destinations in parallel.
+//
+// Run "kcopyd help" for usage, options and exit statuses.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// run executes the command line args with the given standard streams and
+// returns the process exit status. SIGINT and SIGTERM cancel the running
+// command; a second signal after the first is handled by the default
+// action (the process dies).
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
+	return runContext(ctx, args, stdin, stdout, stderr)
+}
+
+// runContext is run with the cancellation context supplied by the caller.
+func runContext(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	env := &env{stdin: stdin, stdout: stdout, stderr: stderr}
+	root := newRootCmd(env)
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	var ee *exitError
+	if !errors.As(err, &ee) {
+		ee = &exitError{code: exitUsage, err: err}
+	}
+	if ee.err != nil && !ee.reported {
+		fmt.Fprintf(stderr, "kcopyd: %v\n", ee.err)
+		if ee.code == exitUsage && !ee.noHint {
+			fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", commandPath(root, args))
+		}
+	}
+	return ee.code
+}
+
+// commandPath returns "kcopyd SUB" for the subcommand args name, or
+// "kcopyd".
+func commandPath(root *cobra.Command, args []string) string {
+	if c, _, err := root.Find(args); err == nil && c != nil {
+		return c.CommandPath()
+	}
+	return root.CommandPath()
+}
+
+// env holds the standard streams of one run, so that tests can drive the
+// command in-process.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+}
+
+// newRootCmd builds the kcopyd command tree.
+func newRootCmd(e *env) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "kcopyd",
+		Short: "Copy, zero and verify byte ranges of files, block devices and NBD exports",
+		Long: `kcopyd copies a region of a SOURCE to up to 8 destinations at once, reading
+each chunk once (the Linux dm-kcopyd engine, in user space). It also zeroes
+regions and compares them.
+
+Locations are paths of regular files or block devices, or NBD URLs
+(nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH, nbds://, nbds+unix://).
+
+` + exitStatusHelp,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cmd.SetOut(e.stderr)
+			_ = cmd.Help()
+			return &exitError{code: exitUsage, err: errors.New("no command given"), noHint: true}
+		},
+	}
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return &exitError{code: exitUsage, err: err}
+	})
+	root.AddCommand(newCopyCmd(e), newZeroCmd(e), newVerifyCmd(e), newVersionCmd(e))
+	return root
+}

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"slices"
+
+	"github.com/kcopyd/kcopyd"
+)
+
+// jsonReport is the object --json prints on stdout at the end of copy,
+// zero and verify.
+//
+// Fields:
+//   - bytes: bytes known complete on every live destination: copied,
+//     zeroed, or skipped because they read as zeroes already (copy,
+//     zero); bytes compared (verify).
+//   - total: bytes the command was asked to process.
+//   - completed: for a single region, the bytes from its start known
+//     complete: rerun with --offset/--dest-offset moved by this much to
+//     resume. remaining lists, in regions-file syntax, what is left of
+//     every incomplete region.
+//   - destinations[i].failed_ranges: [offset, length] byte pairs in the
+//     destination that do not hold the source's data: ranges whose write
+//     failed (kcopyd.JobError.WriteRanges) and, under --ignore-errors,
+//     ranges written as zeroes because the source could not be read
+//     (kcopyd.JobError.ReadRanges moved to destination offsets).
+type jsonReport struct {
+	Command      string       `json:"command"`
+	Source       string       `json:"source,omitempty"`
+	Bytes        int64        `json:"bytes"`
+	Total        int64        `json:"total"`
+	Seconds      float64      `json:"seconds"`
+	ReadError    bool         `json:"read_error"`
+	ReadMessage  *string      `json:"read_error_message,omitempty"`
+	Interrupted  bool         `json:"interrupted"`
+	Completed    *int64       `json:"completed,omitempty"`
+	Remaining    [][3]int64   `json:"remaining,omitempty"`
+	ExitCode     int          `json:"exit_code"`
+	Error        *string      `json:"error"`
+	Destinations []jsonDest   `json:"destinations"`
+	Warnings     []string     `json:"warnings,omitempty"`
+	readRanges   []kcopyd.Range
+}
+
+// jsonDest is one destination in a jsonReport, in argument order.
+type jsonDest struct {
+	Location     string     `json:"location"`
+	Error        *string    `json:"error"`
+	FailedRanges [][2]int64 `json:"failed_ranges"`
+	// Verified is set by copy --verify and zero --verify: the
+	// destination was read back and matched.
+	Verified *bool `json:"verified,omitempty"`
+	// Identical, FirstDifference and DifferingChunks are set by verify and
+	// by --verify: FirstDifference is the destination byte offset of the
+	// first differing byte, DifferingChunks the number of --sub-job-size
+	// chunks (counted from each region's start) with a difference.
+	Identical       *bool  `json:"identical,omitempty"`
+	FirstDifference *int64 `json:"first_difference,omitempty"`
+	DifferingChunks *int64 `json:"differing_chunks,omitempty"`
+}
+
+func strPtr(s string) *string { return &s }
+
+func errPtr(err error) *string {
+	if err == nil {
+		return nil
+	}
+	return strPtr(err.Error())
+}
+
+// rangePairs sorts and merges rs into [offset, length] pairs; it never
+// returns nil, so that JSON shows [] rather than null.
+func rangePairs(rs []kcopyd.Range) [][2]int64 {
+	rs = slices.Clone(rs)
+	slices.SortFunc(rs, func(a, b kcopyd.Range) int {
+		switch {
+		case a.Off < b.Off:
+			return -1
+		case a.Off > b.Off:
+			return 1
+		}
+		return 0
+	})
+	out := [][2]int64{}
+	for _, r := range rs {
+		if r.Len <= 0 {
+			continue
+		}
+		if n := len(out); n > 0 && out[n-1][0]+out[n-1][1] >= r.Off {
+			out[n-1][1] = max(out[n-1][0]+out[n-1][1], r.Off+r.Len) - out[n-1][0]
+			continue
+		}
+		out = append(out, [2]int64{r.Off, r.Len})
+	}
+	return out
+}
+
+// write prints the report as one line of JSON.
+func (r *jsonReport) write(w io.Writer) error {
+	if r.Destinations == nil {
+		r.Destinations = []jsonDest{}
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		panic(err) // only plain types
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}

@@ -1,0 +1,539 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kcopyd/kcopyd"
+	"github.com/kcopyd/kcopyd/device"
+)
+
+// lockedWriter serializes writes from the progress display, the rate file
+// watcher and the command.
+type lockedWriter struct {
+	mu sync.Mutex // guards w
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// writeRun is the state shared by the copy and zero commands.
+type writeRun struct {
+	e       *env
+	o       *options
+	verb    string // "copy" or "zero"
+	start   time.Time
+	src     *location // nil for zero
+	locs    []*location
+	regions []region
+	rep     jsonReport
+	prepped bool // files were created or grown: undo on a failure before the first write
+}
+
+// fail ends a command that wrote nothing: undoes created and grown files,
+// closes everything and returns err as an exitUsage error (with JSON under
+// --json).
+func (w *writeRun) fail(err error) error {
+	w.closeAll(true)
+	return w.report(exitUsage, err)
+}
+
+// closeAll closes every location; with undo, files this run created are
+// removed and grown files truncated back.
+func (w *writeRun) closeAll(undo bool) []error {
+	errs := make([]error, len(w.locs))
+	for i, l := range w.locs {
+		if undo {
+			errs[i] = l.undo()
+		} else {
+			errs[i] = l.close()
+		}
+	}
+	if w.src != nil {
+		w.src.close()
+	}
+	return errs
+}
+
+// report prints the JSON report under --json and turns code and err into
+// the command's result.
+func (w *writeRun) report(code int, err error) error {
+	if w.o.json {
+		w.rep.Command = w.verb
+		w.rep.Seconds = time.Since(w.start).Seconds()
+		w.rep.ExitCode = code
+		w.rep.Error = errPtr(err)
+		if len(w.rep.Destinations) == 0 {
+			for _, l := range w.locs {
+				w.rep.Destinations = append(w.rep.Destinations, jsonDest{Location: l.spec, FailedRanges: [][2]int64{}})
+			}
+		}
+		w.rep.write(w.e.stdout)
+	}
+	if code == exitOK {
+		return nil
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		ee.code = code
+		return ee
+	}
+	return &exitError{code: code, err: err, noHint: true}
+}
+
+// inspectDests classifies the destination arguments and refuses
+// directories, other file types and duplicates (the same storage under two
+// names).
+func inspectDests(specs []string) ([]*location, error) {
+	if len(specs) > kcopyd.MaxRegions {
+		return nil, usageErrorf("at most %d destinations, got %d", kcopyd.MaxRegions, len(specs))
+	}
+	locs := make([]*location, len(specs))
+	for i, s := range specs {
+		l, err := inspectLocation(s)
+		if err != nil {
+			return nil, inputError(fmt.Errorf("destination %w", err))
+		}
+		for _, o := range locs[:i] {
+			if o.key != "" && o.key == l.key {
+				return nil, inputError(fmt.Errorf("destination %s is given twice (also as %s)", s, o.spec))
+			}
+		}
+		locs[i] = l
+	}
+	return locs, nil
+}
+
+// checkOpenedDuplicates compares the identities of opened devices (URLs
+// have no stat key) with each other and with the source.
+func checkOpenedDuplicates(locs []*location) error {
+	for i, l := range locs {
+		if l.dev == nil || l.key != "" {
+			continue
+		}
+		id := device.IdentityOf(l.dev)
+		for _, o := range locs[:i] {
+			if o.dev != nil && o.key == "" && device.IdentityOf(o.dev) == id {
+				return fmt.Errorf("destination %s is given twice (also as %s)", l.spec, o.spec)
+			}
+		}
+	}
+	return nil
+}
+
+// openForWrite opens every existing destination for writing.
+func (w *writeRun) openForWrite(ctx context.Context, l *location) error {
+	err := l.open(ctx, openMode{write: true, direct: w.o.direct, force: w.o.force})
+	if err == nil && l.forced {
+		fmt.Fprintf(w.e.stderr, "kcopyd: warning: %s is in use; writing to it anyway (--force)\n", l.spec)
+	}
+	return err
+}
+
+// checkAlignment checks the regions against the alignment each device
+// demands (under --direct, its logical block size or statx's dio
+// alignment). A region may end unaligned exactly at a device's end.
+func checkAlignment(regions []region, src *location, locs []*location, direct bool) error {
+	check := func(l *location, off, length int64, what string, rg region) error {
+		a := int64(device.LimitsOf(l.dev).OffsetAlign)
+		if a <= 1 {
+			return nil
+		}
+		hint := ""
+		if direct {
+			hint = " under --direct"
+		}
+		if off%a != 0 {
+			return fmt.Errorf("%s: %s %d is not a multiple of %d bytes, as %s requires%s", rg.where(), what, off, a, l.spec, hint)
+		}
+		if length%a != 0 && off+length != l.dev.Size() {
+			return fmt.Errorf("%s: length %d is not a multiple of %d bytes, as %s requires%s", rg.where(), length, a, l.spec, hint)
+		}
+		return nil
+	}
+	for _, rg := range regions {
+		if src != nil {
+			if err := check(src, rg.src, rg.len, "source offset", rg); err != nil {
+				return err
+			}
+		}
+		for i, l := range locs {
+			if !rg.has(i) {
+				continue
+			}
+			if err := check(l, rg.dest, rg.len, "destination offset", rg); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// maxAlign returns the largest OffsetAlign of the devices.
+func maxAlign(devs ...device.Device) int64 {
+	a := int64(1)
+	for _, d := range devs {
+		if d != nil {
+			a = max(a, int64(device.LimitsOf(d).OffsetAlign))
+		}
+	}
+	return a
+}
+
+// rangeOverlap reports a pair of overlapping ranges among a and b, both
+// given as (off, len, line), or ok false.
+type lineRange struct {
+	off, len int64
+	line     int
+}
+
+// firstOverlap returns two overlapping ranges, one from a and one from b,
+// or ok false. When a and b are the same slice, a range is not compared
+// with itself.
+func firstOverlap(a, b []lineRange, same bool) (x, y lineRange, ok bool) {
+	type ev struct {
+		r    lineRange
+		from int // 0: a, 1: b
+		idx  int
+	}
+	var evs []ev
+	for i, r := range a {
+		evs = append(evs, ev{r, 0, i})
+	}
+	if !same {
+		for i, r := range b {
+			evs = append(evs, ev{r, 1, i})
+		}
+	}
+	slices.SortFunc(evs, func(p, q ev) int {
+		switch {
+		case p.r.off < q.r.off:
+			return -1
+		case p.r.off > q.r.off:
+			return 1
+		}
+		return p.from - q.from
+	})
+	// Sweep keeping, per side, the range reaching furthest so far.
+	var far [2]*ev
+	for i := range evs {
+		e := &evs[i]
+		other := 1 - e.from
+		if same {
+			other = 0
+		}
+		if f := far[other]; f != nil && f.r.off+f.r.len > e.r.off {
+			if e.from == 0 && !same {
+				return e.r, f.r, true
+			}
+			return f.r, e.r, true
+		}
+		if f := far[e.from]; f == nil || e.r.off+e.r.len > f.r.off+f.r.len {
+			far[e.from] = e
+		}
+	}
+	return lineRange{}, lineRange{}, false
+}
+
+// lineName names a regions line for messages.
+func lineName(line int) string {
+	if line == 0 {
+		return "the region"
+	}
+	return fmt.Sprintf("regions line %d", line)
+}
+
+// destNames returns the destination arguments.
+func destNames(locs []*location) []string {
+	out := make([]string, len(locs))
+	for i, l := range locs {
+		out[i] = l.spec
+	}
+	return out
+}
+
+// newThrottle returns the throttle the flags ask for, or nil, and the
+// rate file's initial contents.
+func (o *options) newThrottle() (*kcopyd.Throttle, []byte, error) {
+	rate := o.rate.n
+	var content []byte
+	if o.rateFile != "" {
+		r, c, exists, err := readRateFile(o.rateFile)
+		if err != nil {
+			return nil, nil, inputError(fmt.Errorf("--rate-file %s: %w", o.rateFile, err))
+		}
+		if exists {
+			rate, content = r, c
+		}
+	}
+	if o.throttle >= 100 && rate == 0 && o.rateFile == "" {
+		return nil, nil, nil
+	}
+	th := kcopyd.NewThrottle(o.throttle)
+	th.SetRate(rate)
+	return th, content, nil
+}
+
+// execute runs the planned segments with the engine, flushes, verifies
+// (--verify), closes and reports. It returns the command's result.
+func (w *writeRun) execute(ctx context.Context, client *kcopyd.Client, th *kcopyd.Throttle, rateContent []byte, dests []*dest, segs []*segment, total int64) error {
+	o := w.o
+	var srcDev device.Device
+	if w.src != nil {
+		srcDev = w.src.dev
+	}
+	prog := newProgress(progressConfig{out: w.e.stderr, quiet: o.quiet, verb: w.verb, total: total, names: destNames(w.locs), interval: o.progressInterval})
+	msgs := io.Writer(w.e.stderr)
+	if bp, ok := prog.(*barProgress); ok {
+		msgs = bp.p
+	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	var watchWG sync.WaitGroup
+	if o.rateFile != "" {
+		watchWG.Add(1)
+		go func() {
+			defer watchWG.Done()
+			watchRateFile(watchCtx, o.rateFile, rateContent, th, msgs, rateFilePoll)
+		}()
+	}
+	var flags kcopyd.Flags
+	if o.ignoreErrors {
+		flags |= kcopyd.IgnoreError
+	}
+	if o.writeSeq {
+		flags |= kcopyd.WriteSeq
+	}
+	r := &engineRun{
+		client: client, src: srcDev, dests: dests, regions: w.regions, segs: segs,
+		maxJobs: o.inFlight(), flags: flags, sparse: w.src != nil && !o.noSparse,
+		ignore: o.ignoreErrors, prog: prog,
+	}
+	r.run(ctx)
+	stopWatch()
+	watchWG.Wait()
+	closeErr := client.Close()
+
+	if !o.noFlush {
+		r.flush()
+	}
+	verifying := o.verify && !r.canceled && r.internalErr == nil && (r.readErr == nil || o.ignoreErrors)
+	var verifyReadErr error
+	if verifying {
+		verifyReadErr = w.verifyDests(ctx, dests, prog)
+	}
+	prog.stop()
+	for i, err := range w.closeAll(false) {
+		if err != nil {
+			dests[i].errs = append(dests[i].errs, fmt.Errorf("close: %w", err))
+		}
+	}
+	if closeErr != nil && r.internalErr == nil {
+		r.internalErr = closeErr
+	}
+	return w.conclude(r, dests, total, verifying, verifyReadErr)
+}
+
+// verifyDests reads back every destination that did not fail and compares
+// it with the source (copy) or zeroes (zero). Read errors of the source
+// are returned; others are recorded on the destination.
+func (w *writeRun) verifyDests(ctx context.Context, dests []*dest, prog progress) error {
+	var devs []device.Device
+	var idx []int
+	for i, d := range dests {
+		if !d.failed() {
+			devs = append(devs, d.loc.dev)
+			idx = append(idx, i)
+		}
+	}
+	if len(devs) == 0 {
+		return nil
+	}
+	var src device.Device
+	if w.src != nil {
+		src = w.src.dev
+	}
+	res, srcErr := compareRegions(ctx, src, devs, idx, w.regions, w.chunkSize(), w.o.jobs, nil)
+	for k, i := range idx {
+		dests[i].cmp = &res[k]
+	}
+	return srcErr
+}
+
+func (w *writeRun) chunkSize() int64 {
+	if w.o.subJobSize.set {
+		return w.o.subJobSize.n
+	}
+	return kcopyd.DefaultSubJobSize
+}
+
+// conclude prints the outcome, fills the JSON report and returns the
+// result.
+func (w *writeRun) conclude(r *engineRun, dests []*dest, total int64, verified bool, verifyReadErr error) error {
+	o, out := w.o, w.e.stderr
+	elapsed := time.Since(w.start)
+	done := r.completed()
+	w.rep.Bytes, w.rep.Total = done, total
+	w.rep.Destinations = nil
+	var failed, ok []string
+	mismatch := false
+	for _, d := range dests {
+		jd := jsonDest{Location: d.loc.spec, FailedRanges: rangePairs(d.ranges)}
+		if d.failed() {
+			jd.Error = errPtr(errors.Join(d.errs...))
+			failed = append(failed, d.loc.spec)
+			for _, err := range d.errs {
+				fmt.Fprintf(out, "kcopyd: write error on %s: %v\n", d.loc.spec, err)
+			}
+		} else {
+			ok = append(ok, d.loc.spec)
+		}
+		if verified {
+			v := d.cmp != nil && d.cmp.err == nil && d.cmp.first < 0
+			jd.Verified = &v
+			if c := d.cmp; c != nil {
+				jd.Identical = &v
+				switch {
+				case c.err != nil:
+					fmt.Fprintf(out, "kcopyd: verify: cannot read %s: %v\n", d.loc.spec, c.err)
+				case c.first >= 0:
+					mismatch = true
+					first, n := c.first, c.chunks
+					jd.FirstDifference, jd.DifferingChunks = &first, &n
+					fmt.Fprintf(out, "kcopyd: verify: %s differs: first differing byte at offset %d (%d chunks of %s differ)\n", d.loc.spec, c.first, c.chunks, formatSize(w.chunkSize()))
+				}
+			}
+		}
+		w.rep.Destinations = append(w.rep.Destinations, jd)
+	}
+	if r.readErr != nil {
+		w.rep.ReadError = true
+		w.rep.ReadMessage = errPtr(r.readErr)
+	}
+	w.rep.Interrupted = r.canceled
+	prefixes := r.regionPrefixes()
+	if o.regionsFile == "" && len(w.regions) == 1 {
+		c := prefixes[0]
+		w.rep.Completed = &c
+	}
+	for i, rg := range w.regions {
+		if p := prefixes[i]; p < rg.len {
+			w.rep.Remaining = append(w.rep.Remaining, [3]int64{rg.src + p, rg.len - p, rg.dest + p})
+		}
+	}
+
+	var (
+		code int
+		err  error
+	)
+	switch {
+	case r.canceled:
+		code = exitInterrupted
+		err = errors.New("interrupted")
+	case r.internalErr != nil:
+		code = exitWriteError
+		if !r.submitted {
+			code = exitUsage
+		}
+		err = fmt.Errorf("the engine refused the job: %w", r.internalErr)
+	case r.readErr != nil:
+		code = exitReadError
+		if o.ignoreErrors {
+			err = fmt.Errorf("read error on %s (unreadable ranges were written as zeroes, see failed_ranges under --json): %w", w.src.spec, r.readErr)
+		} else {
+			err = fmt.Errorf("read error on %s: %w", w.src.spec, r.readErr)
+		}
+	case len(failed) > 0:
+		code = exitWriteError
+		if len(ok) > 0 {
+			err = fmt.Errorf("%s failed on %s; completed on %s", w.verb, strings.Join(failed, ", "), strings.Join(ok, ", "))
+		} else {
+			err = fmt.Errorf("%s failed on every destination", w.verb)
+		}
+	case verifyReadErr != nil:
+		code = exitReadError
+		err = fmt.Errorf("verify: read error on %s: %w", w.src.spec, verifyReadErr)
+	case verified && anyVerifyReadError(dests):
+		code = exitReadError
+		err = errors.New("verify: a destination could not be read back")
+	case mismatch:
+		code = exitVerify
+		err = errors.New("verify found a difference")
+	}
+	if code == exitInterrupted || code == exitReadError && r.readErr != nil && !o.ignoreErrors {
+		w.printResume(out, prefixes)
+	}
+	if code == exitOK && !o.quiet {
+		what := "copied"
+		if w.verb == "zero" {
+			what = "zeroed"
+		}
+		suffix := ""
+		if verified {
+			suffix = ", verified"
+		}
+		fmt.Fprintf(out, "kcopyd: %s %s (%d bytes) to %d destination%s in %s (%s/s)%s\n", what, humanSize(float64(done)), done,
+			len(dests), plural(len(dests)), elapsed.Round(time.Millisecond), humanSize(float64(done)/max(elapsed.Seconds(), 1e-9)), suffix)
+	}
+	return w.report(code, err)
+}
+
+func anyVerifyReadError(dests []*dest) bool {
+	for _, d := range dests {
+		if d.cmp != nil && d.cmp.err != nil {
+			return true
+		}
+	}
+	return false
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// printResume tells how far an interrupted or failed run got and how to
+// resume it.
+func (w *writeRun) printResume(out io.Writer, prefixes []int64) {
+	if w.o.regionsFile == "" && len(w.regions) == 1 {
+		rg, p := w.regions[0], prefixes[0]
+		fmt.Fprintf(out, "kcopyd: %d bytes (%s) from the start of the region are complete on every destination\n", p, humanSize(float64(p)))
+		if p < rg.len {
+			if w.verb == "zero" {
+				fmt.Fprintf(out, "kcopyd: to resume: kcopyd zero --offset %d --length %d ...\n", rg.dest+p, rg.len-p)
+			} else {
+				fmt.Fprintf(out, "kcopyd: to resume: kcopyd copy --offset %d --dest-offset %d --length %d ...\n", rg.src+p, rg.dest+p, rg.len-p)
+			}
+		}
+		return
+	}
+	complete := 0
+	for i, rg := range w.regions {
+		if prefixes[i] == rg.len {
+			complete++
+		}
+	}
+	fmt.Fprintf(out, "kcopyd: %d of %d regions complete; what remains, in --regions syntax:\n", complete, len(w.regions))
+	for i, rg := range w.regions {
+		p := prefixes[i]
+		if p == rg.len {
+			continue
+		}
+		if w.verb == "zero" {
+			fmt.Fprintf(out, "%d %d # line %d\n", rg.dest+p, rg.len-p, rg.line)
+		} else {
+			fmt.Fprintf(out, "%d %d %d # line %d\n", rg.src+p, rg.len-p, rg.dest+p, rg.line)
+		}
+	}
+}

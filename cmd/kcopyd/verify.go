@@ -1,0 +1,351 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kcopyd/kcopyd"
+	"github.com/kcopyd/kcopyd/device"
+)
+
+const verifyLong = `Compare a region of SOURCE with the same-sized region of every DEST (1 to 8).
+Nothing is written. The exit status is 0 when every destination is identical
+over the region; otherwise, for each destination that differs, kcopyd
+reports the destination byte offset of the first differing byte and how
+many chunks (--sub-job-size, counted from the region's start) differ.
+
+The region options are those of "kcopyd copy": --offset (in SOURCE),
+--length (default: to the end of SOURCE), --dest-offset, or --regions FILE
+with "SRC_OFFSET LENGTH DEST_OFFSET" lines.
+
+` + exitStatusHelp
+
+const verifyExample = `  # check a copy
+  kcopyd verify disk.img /dev/sdb /dev/sdc
+
+  # compare 1GiB at offset 4GiB of a device with the start of a file
+  kcopyd verify --offset 4G --length 1G /dev/sdb part.img`
+
+func newVerifyCmd(e *env) *cobra.Command {
+	o := &options{}
+	cmd := &cobra.Command{
+		Use:     "verify [options] SOURCE DEST [DEST...]",
+		Short:   "Compare a region of SOURCE with up to 8 destinations",
+		Long:    verifyLong,
+		Example: verifyExample,
+		Args:    cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runVerify(cmd.Context(), e, cmd, o, args)
+		},
+	}
+	o.register(cmd, flagSet{destOffset: true})
+	return cmd
+}
+
+func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args []string) error {
+	w := &writeRun{e: e, o: o, verb: "verify", start: time.Now()}
+	if len(args) < 2 {
+		return w.report(exitUsage, usageErrorf("verify needs a SOURCE and at least one DEST"))
+	}
+	w.rep.Source = args[0]
+	if err := o.check(cmd); err != nil {
+		return w.report(exitUsage, err)
+	}
+	regions, err := o.loadRegions(e.stdin, copyRegions)
+	if err != nil {
+		return w.report(exitUsage, err)
+	}
+	locs, err := inspectDests(args[1:])
+	if err != nil {
+		return w.report(exitUsage, err)
+	}
+	w.locs = locs
+	src, err := inspectLocation(args[0])
+	if err != nil {
+		return w.fail(inputError(fmt.Errorf("source %w", err)))
+	}
+	if !src.exists {
+		return w.fail(inputError(fmt.Errorf("source %s does not exist", src.spec)))
+	}
+	if err := src.open(ctx, openMode{direct: o.direct}); err != nil {
+		return w.fail(inputError(fmt.Errorf("source: %w", err)))
+	}
+	w.src = src
+	for _, l := range locs {
+		if !l.exists {
+			return w.fail(inputError(fmt.Errorf("destination %s does not exist", l.spec)))
+		}
+		if err := l.open(ctx, openMode{direct: o.direct}); err != nil {
+			return w.fail(inputError(fmt.Errorf("destination %w", err)))
+		}
+	}
+	if regions == nil {
+		off := o.offset.n
+		if off >= src.size {
+			return w.fail(inputError(fmt.Errorf("--offset %d is at or beyond the end of the source %s (%d bytes)", off, src.spec, src.size)))
+		}
+		length := src.size - off
+		if o.length.set {
+			length = o.length.n
+		}
+		regions = []region{{src: off, len: length, dest: o.destOffset.n}}
+	}
+	w.regions = regions
+	var total int64
+	for _, rg := range regions {
+		if rg.srcEnd() > src.size {
+			return w.fail(inputError(fmt.Errorf("%s: source range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.src, rg.len, rg.srcEnd(), src.spec, src.size)))
+		}
+		for _, l := range locs {
+			if rg.destEnd() > l.size {
+				return w.fail(inputError(fmt.Errorf("%s: destination range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.dest, rg.len, rg.destEnd(), l.spec, l.size)))
+			}
+		}
+		total += rg.len
+	}
+	if err := checkAlignment(regions, src, locs, o.direct); err != nil {
+		return w.fail(inputError(err))
+	}
+
+	devs := make([]device.Device, len(locs))
+	idx := make([]int, len(locs))
+	for i, l := range locs {
+		devs[i], idx[i] = l.dev, i
+	}
+	prog := newProgress(progressConfig{out: e.stderr, quiet: o.quiet, verb: "verify", total: total, interval: o.progressInterval})
+	var counter atomic.Int64
+	stopTick := make(chan struct{})
+	tickDone := make(chan struct{})
+	go func() {
+		defer close(tickDone)
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopTick:
+				prog.set(counter.Load())
+				return
+			case <-t.C:
+				prog.set(counter.Load())
+			}
+		}
+	}()
+	chunk := int64(kcopyd.DefaultSubJobSize)
+	if o.subJobSize.set {
+		chunk = o.subJobSize.n
+	}
+	res, srcErr := compareRegions(ctx, src.dev, devs, idx, regions, chunk, o.jobs, &counter)
+	close(stopTick)
+	<-tickDone
+	prog.stop()
+	w.closeAll(false)
+
+	w.rep.Bytes, w.rep.Total = counter.Load(), total
+	differ, readErr := false, srcErr != nil
+	for i, l := range locs {
+		c := res[i]
+		jd := jsonDest{Location: l.spec, FailedRanges: [][2]int64{}}
+		switch {
+		case c.err != nil:
+			readErr = true
+			jd.Error = errPtr(c.err)
+			fmt.Fprintf(e.stderr, "kcopyd: verify: cannot read %s: %v\n", l.spec, c.err)
+		case c.first >= 0:
+			differ = true
+			f, n := c.first, c.chunks
+			jd.FirstDifference, jd.DifferingChunks = &f, &n
+			id := false
+			jd.Identical = &id
+			if !o.json {
+				fmt.Fprintf(e.stdout, "%s: differs: first differing byte at offset %d; %d chunk%s of %s differ\n", l.spec, c.first, c.chunks, plural(int(min(c.chunks, 2))), formatSize(chunk))
+			}
+		case srcErr == nil && ctx.Err() == nil:
+			id := true
+			jd.Identical = &id
+			if !o.json {
+				fmt.Fprintf(e.stdout, "%s: identical\n", l.spec)
+			}
+		}
+		w.rep.Destinations = append(w.rep.Destinations, jd)
+	}
+	switch {
+	case ctx.Err() != nil:
+		w.rep.Interrupted = true
+		return w.report(exitInterrupted, fmt.Errorf("interrupted after comparing %d bytes", counter.Load()))
+	case readErr:
+		w.rep.ReadError = true
+		if srcErr != nil {
+			w.rep.ReadMessage = errPtr(srcErr)
+			return w.report(exitReadError, fmt.Errorf("read error on %s: %w", src.spec, srcErr))
+		}
+		return w.report(exitReadError, errors.New("a destination could not be read"))
+	case differ:
+		return w.report(exitVerify, errors.New("the destinations differ from the source"))
+	}
+	if !o.quiet && !o.json {
+		fmt.Fprintf(e.stderr, "kcopyd: compared %s (%d bytes) with %d destination%s in %s\n", humanSize(float64(total)), total, len(locs), plural(len(locs)), time.Since(w.start).Round(time.Millisecond))
+	}
+	return w.report(exitOK, nil)
+}
+
+// cmpResult is the comparison of one destination.
+type cmpResult struct {
+	first  int64 // destination offset of the first differing byte; -1 when none
+	chunks int64 // chunks with a difference
+	err    error // the first read error on the destination
+}
+
+// compareRegions compares every region of src (nil: zeroes) with the same
+// range of each device in devs; idx gives the argument index of each
+// device for region.has. Chunks of chunk bytes, counted from each region's
+// start, are compared by up to workers goroutines. Bytes compared are
+// added to counter when it is not nil. It returns one result per device
+// and the first read error on src, and stops early when ctx is done.
+func compareRegions(ctx context.Context, src device.Device, devs []device.Device, idx []int, regions []region, chunk int64, workers int, counter *atomic.Int64) ([]cmpResult, error) {
+	all := append([]device.Device{src}, devs...)
+	for _, d := range all {
+		if d == nil {
+			continue
+		}
+		l := device.LimitsOf(d)
+		if l.MaxTransfer > 0 && l.MaxTransfer < chunk {
+			a := max(int64(l.OffsetAlign), 4096)
+			chunk = max(l.MaxTransfer/a*a, a)
+		}
+	}
+	res := make([]cmpResult, len(devs))
+	for i := range res {
+		res[i].first = -1
+	}
+	var (
+		mu     sync.Mutex // guards res and srcErr
+		srcErr error
+	)
+	type item struct {
+		rg  region
+		off int64 // within the region
+	}
+	items := make(chan item)
+	var wg sync.WaitGroup
+	workers = max(1, min(workers, 8))
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sbuf := alignedBuffer(int(chunk))
+			dbuf := alignedBuffer(int(chunk))
+			for it := range items {
+				n := min(chunk, it.rg.len-it.off)
+				s := sbuf[:n]
+				if src != nil {
+					if err := readFull(src, s, it.rg.src+it.off); err != nil {
+						mu.Lock()
+						if srcErr == nil {
+							srcErr = err
+						}
+						mu.Unlock()
+						continue
+					}
+				} else {
+					clear(s)
+				}
+				for k, d := range devs {
+					if idx != nil && !it.rg.has(idx[k]) {
+						continue
+					}
+					b := dbuf[:n]
+					doff := it.rg.dest + it.off
+					err := readFull(d, b, doff)
+					if err == nil && bytes.Equal(s, b) {
+						continue
+					}
+					mu.Lock()
+					r := &res[k]
+					if err != nil {
+						if r.err == nil {
+							r.err = err
+						}
+					} else {
+						at := doff + int64(firstDiff(s, b))
+						if r.first < 0 || at < r.first {
+							r.first = at
+						}
+						r.chunks++
+					}
+					mu.Unlock()
+				}
+				if counter != nil {
+					counter.Add(n)
+				}
+			}
+		}()
+	}
+feed:
+	for _, rg := range regions {
+		for off := int64(0); off < rg.len; off += chunk {
+			mu.Lock()
+			stop := srcErr != nil
+			mu.Unlock()
+			if stop {
+				break feed
+			}
+			select {
+			case items <- item{rg, off}:
+			case <-ctx.Done():
+				break feed
+			}
+		}
+	}
+	close(items)
+	wg.Wait()
+	return res, srcErr
+}
+
+// readFull reads len(p) bytes at off; a short read is an error even when
+// the device returned none.
+func readFull(d device.Device, p []byte, off int64) error {
+	n, err := d.ReadAt(p, off)
+	if n == len(p) {
+		return nil
+	}
+	if err == nil {
+		err = fmt.Errorf("short read of %d bytes at %d", n, off)
+	}
+	return fmt.Errorf("reading %s at %d: %w", device.Name(d), off, err)
+}
+
+// firstDiff returns the index of the first byte where a and b differ.
+func firstDiff(a, b []byte) int {
+	const step = 4096
+	for i := 0; i < len(a); i += step {
+		j := min(i+step, len(a))
+		if !bytes.Equal(a[i:j], b[i:j]) {
+			for k := i; k < j; k++ {
+				if a[k] != b[k] {
+					return k
+				}
+			}
+		}
+	}
+	return len(a)
+}
+
+// alignedBuffer returns n bytes whose address is a multiple of 4096, the
+// largest MemAlign a device may ask for.
+func alignedBuffer(n int) []byte {
+	const align = 4096
+	b := make([]byte, n+align)
+	skip := 0
+	if r := int(uintptr(unsafe.Pointer(unsafe.SliceData(b))) % align); r != 0 {
+		skip = align - r
+	}
+	return b[skip : skip+n : skip+n]
+}
