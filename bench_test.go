@@ -1,0 +1,101 @@
+package kcopyd_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+
+	"github.com/kcopyd/kcopyd"
+	"github.com/kcopyd/kcopyd/device"
+)
+
+// BenchmarkCopyMem measures a large copy memory to memory, to 1 and 4
+// destinations (bytes/s counts the source once).
+func BenchmarkCopyMem(b *testing.B) {
+	const n = 256 << 20
+	src := device.NewMemFrom(randomBytes(1, n))
+	for _, nd := range []int{1, 4} {
+		b.Run(fmt.Sprintf("dests=%d", nd), func(b *testing.B) {
+			var dests []kcopyd.Region
+			for range nd {
+				dests = append(dests, kcopyd.Region{Dev: device.NewMem(n), Len: n})
+			}
+			benchCopy(b, kcopyd.Region{Dev: src, Len: n}, dests)
+		})
+	}
+}
+
+// BenchmarkCopyFile measures a large copy between files on the disk that
+// holds the test's temporary directory, through the page cache.
+func BenchmarkCopyFile(b *testing.B) {
+	const n = 256 << 20
+	dir := b.TempDir()
+	src, err := device.CreateFile(filepath.Join(dir, "src"), n, device.FileOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer src.Close()
+	chunk := randomBytes(2, 1<<20)
+	for off := int64(0); off < n; off += 1 << 20 {
+		src.WriteAt(chunk, off)
+	}
+	for _, nd := range []int{1, 4} {
+		b.Run(fmt.Sprintf("dests=%d", nd), func(b *testing.B) {
+			var dests []kcopyd.Region
+			for i := range nd {
+				f, err := device.CreateFile(filepath.Join(dir, fmt.Sprintf("dst%d-%d", nd, i)), n, device.FileOptions{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer f.Close()
+				dests = append(dests, kcopyd.Region{Dev: f, Len: n})
+			}
+			benchCopy(b, kcopyd.Region{Dev: src, Len: n}, dests)
+		})
+	}
+}
+
+func benchCopy(b *testing.B, src kcopyd.Region, dests []kcopyd.Region) {
+	c := newClient(b, nil)
+	b.SetBytes(src.Len)
+	b.ReportAllocs()
+	for b.Loop() {
+		job, err := c.Copy(context.Background(), src, dests, 0, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := job.Wait(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(c.Stats().BufferBytes)/(1<<20), "MiB-buffers")
+}
+
+// BenchmarkSmallJobs measures jobs per second for many small copies in
+// flight at once, as a snapshot's copy-on-write or a clone's hydration
+// issues them.
+func BenchmarkSmallJobs(b *testing.B) {
+	for _, size := range []int64{4 << 10, 64 << 10} {
+		b.Run(fmt.Sprintf("size=%dKiB", size>>10), func(b *testing.B) {
+			const span = 64 << 20
+			src, dst := device.NewMemFrom(randomBytes(3, span)), device.NewMem(span)
+			c := newClient(b, nil)
+			inflight := make(chan struct{}, 256)
+			b.ReportAllocs()
+			i := int64(0)
+			for b.Loop() {
+				off := (i * size) % span
+				i++
+				inflight <- struct{}{}
+				if _, err := c.Copy(context.Background(), kcopyd.Region{Dev: src, Off: off, Len: size},
+					[]kcopyd.Region{{Dev: dst, Off: off, Len: size}}, 0,
+					func(bool, uint64, error) { <-inflight }); err != nil {
+					b.Fatal(err)
+				}
+			}
+			c.Drain(context.Background())
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
+		})
+	}
+}
