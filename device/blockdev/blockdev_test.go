@@ -203,6 +203,8 @@ func TestGeometryAndLimits(t *testing.T) {
 			}
 
 			l := d.Limits()
+			t.Logf("Limits() = %+v", l)
+			t.Logf("Info() = %+v", d.Info())
 			if l.LogicalBlockSize != tc.sector {
 				t.Errorf("LogicalBlockSize = %d; want %d", l.LogicalBlockSize, tc.sector)
 			}

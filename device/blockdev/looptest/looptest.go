@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package looptest makes Linux loop devices for tests.
 //
 // New attaches a loop device to a sparse file in t.TempDir and detaches it
