@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kcopyd/kcopyd/device"
+	"github.com/kcopyd/kcopyd/device/devicetest"
 	"github.com/kcopyd/kcopyd/device/faultdev"
 )
 
@@ -512,5 +513,32 @@ func TestOpClass(t *testing.T) {
 		if o.IsRead() != tt.read || o.IsWrite() != tt.written {
 			t.Errorf("Op{%s}.IsRead(), IsWrite() = %v, %v; want %v, %v", tt.kind, o.IsRead(), o.IsWrite(), tt.read, tt.written)
 		}
+	}
+}
+
+// TestConformance runs the device suite through a Device that injects
+// nothing, over a Mem, over a device with no optional capability (to check
+// the wrapper's fallbacks and Limits), and over an aligned device.
+func TestConformance(t *testing.T) {
+	tests := []struct {
+		name string
+		open func(size int64) device.Device
+	}{
+		{"Mem", func(size int64) device.Device { return device.NewMem(size) }},
+		{"Minimal", func(size int64) device.Device { return devicetest.Minimal(device.NewMem(size)) }},
+		{"Strict4096", func(size int64) device.Device {
+			size = (size + 4095) &^ 4095
+			return devicetest.Strict(nil, device.NewMem(size), device.Limits{LogicalBlockSize: 4096, OffsetAlign: 4096, MemAlign: 512, MaxTransfer: 256 << 10, MaxWriteZeroes: 64 << 10, MaxDiscard: 64 << 10})
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			devicetest.Run(t, func(t *testing.T, size int64) device.Device {
+				var c faultdev.Counter
+				d := faultdev.Wrap(tt.open(size), &c)
+				t.Cleanup(func() { d.Close() })
+				return d
+			})
+		})
 	}
 }
