@@ -266,15 +266,15 @@ func (c *Client) pass() {
 }
 
 // popIO takes the first job of the io list that may be issued now: any
-// read or zeroing-free write, and a WriteSeq write only when it is the next
-// in order for its job, or when its job has stopped (then runIO drops it
-// rather than let it wait forever: the kernel hazard of spec §4.5).
-// Called with c.mu held.
+// read, any write of a job without WriteSeq, and a WriteSeq write only when
+// it is the next in order for its job, or when a chunk before it will never
+// be written (then runIO drops it rather than let it wait forever: the
+// kernel hazard of spec §4.5). Called with c.mu held.
 func (c *Client) popIO() *job {
 	var prev *job
 	for j := c.mu.io.head; j != nil; prev, j = j, j.next {
 		if j.op == opRead || j.top.flags&WriteSeq == 0 ||
-			j.rel == j.top.nextWrite.Load() || j.top.stopped.Load() {
+			j.rel == j.top.nextWrite.Load() || j.rel > j.top.seqStop.Load() {
 			c.mu.io.remove(prev, j)
 			return j
 		}

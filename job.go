@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 
@@ -91,6 +92,7 @@ type Job struct {
 	subs []job // SplitCount sub-jobs when split
 
 	nextWrite atomic.Int64 // WriteSeq: offset of the next chunk allowed to write
+	seqStop   atomic.Int64 // WriteSeq: lowest chunk that will never be written; chunks above it are dropped
 	stopped   atomic.Bool  // dispatch stopped by an error or the context
 	progress  atomic.Int64 // bytes of chunks written to every destination
 	stopCtx   func() bool  // unregisters the context wake
@@ -273,6 +275,7 @@ func (c *Client) submit(ctx context.Context, src *Region, dests []Region, flags 
 		t.zero = true
 	}
 	t.mu.failedAt = -1
+	t.seqStop.Store(math.MaxInt64)
 	if ctx.Done() != nil {
 		t.stopCtx = context.AfterFunc(ctx, c.wake)
 	}
@@ -359,8 +362,7 @@ func (c *Client) nextChunk(s *job) {
 // runPages gets buffers for a chunk; false means none now (§6.2).
 func (c *Client) runPages(j *job) bool {
 	if j.top.ctx.Err() != nil {
-		j.canceled = true
-		c.push(&c.mu.complete, j)
+		c.drop(j)
 		return true
 	}
 	b, ok := c.pool.Get(int(j.n))
@@ -378,21 +380,18 @@ func (c *Client) runPages(j *job) bool {
 func (c *Client) runIO(j *job) {
 	t := j.top
 	if j.op != opWrite && t.ctx.Err() != nil {
-		j.canceled = true // nothing issued yet for this chunk
-		c.push(&c.mu.complete, j)
+		c.drop(j) // nothing issued yet for this chunk
 		return
 	}
-	if j.op != opRead && t.flags&WriteSeq != 0 && t.stopped.Load() {
-		j.canceled = true // never issued: an earlier chunk failed
-		c.push(&c.mu.complete, j)
+	if j.op != opRead && t.flags&WriteSeq != 0 && j.rel > t.seqStop.Load() {
+		c.drop(j) // an earlier chunk will never be written
 		return
 	}
 	if th := c.throttle; th != nil {
 		if j.op != opWrite {
 			// Data moves once per chunk: count it at the read or the zeroing.
 			if err := th.waitBytes(t.ctx, j.n); err != nil {
-				j.canceled = true
-				c.push(&c.mu.complete, j)
+				c.drop(j)
 				return
 			}
 		}
@@ -416,6 +415,14 @@ func (c *Client) runIO(j *job) {
 	c.io.Submit(r)
 }
 
+// drop completes a chunk without (further) I/O: its context is done, or
+// under WriteSeq an earlier chunk failed.
+func (c *Client) drop(j *job) {
+	j.canceled = true
+	j.top.neverWritten(j.rel)
+	c.push(&c.mu.complete, j)
+}
+
 // ioDone runs on an I/O goroutine when a chunk's request completes. It only
 // records, requeues and wakes; callbacks run on the worker (§7.5).
 func (j *job) ioDone(r *dmio.Request) {
@@ -430,6 +437,7 @@ func (j *job) ioDone(r *dmio.Request) {
 			j.readBad = append(j.readBad, r.Bad...)
 			if t.flags&IgnoreError == 0 {
 				t.stopped.Store(true)
+				t.neverWritten(j.rel)
 				c.push(&c.mu.complete, j)
 				return
 			}
@@ -458,11 +466,24 @@ func (j *job) ioDone(r *dmio.Request) {
 	}
 	if failed && t.flags&IgnoreError == 0 {
 		t.stopped.Store(true)
+		t.neverWritten(j.rel)
 	}
 	if t.flags&WriteSeq != 0 {
 		t.nextWrite.Store(j.rel + j.n)
 	}
 	c.push(&c.mu.complete, j)
+}
+
+// neverWritten records, for WriteSeq, that chunk rel will not be written,
+// so chunks after it can no longer be written in order and are dropped
+// instead of waiting for it.
+func (t *Job) neverWritten(rel int64) {
+	for {
+		cur := t.seqStop.Load()
+		if rel >= cur || t.seqStop.CompareAndSwap(cur, rel) {
+			return
+		}
+	}
 }
 
 func isZero(b []byte) bool {
