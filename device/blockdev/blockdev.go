@@ -298,7 +298,6 @@ func (d *Device) probe() error {
 		LogicalBlockSize: int(lbs),
 		OffsetAlign:      1,
 		MemAlign:         1,
-		MaxTransfer:      q.maxSectorsBytes,
 		Zoned:            q.zoned,
 	}
 	if d.direct {
@@ -318,9 +317,6 @@ func (d *Device) probe() error {
 		// The buffer address only needs the DMA alignment, which never
 		// exceeds a page; the contract caps MemAlign at 4096.
 		l.MemAlign = min(l.MemAlign, maxMemAlign)
-	}
-	if l.MaxTransfer > 0 && l.MaxTransfer%int64(l.OffsetAlign) != 0 {
-		l.MaxTransfer -= l.MaxTransfer % int64(l.OffsetAlign)
 	}
 	if !d.readOnly {
 		// BLKZEROOUT always works: the kernel uses the device's
@@ -375,9 +371,10 @@ func (d *Device) Size() int64 { return d.size }
 // Limits implements device.Limiter. LogicalBlockSize is BLKSSZGET. With
 // Options.Direct, OffsetAlign and MemAlign come from statx STATX_DIOALIGN,
 // or are the logical block size when the kernel does not report them;
-// buffered devices have neither constraint. MaxTransfer is the block
-// layer's request size (queue/max_sectors_kb): ReadAt and WriteAt accept
-// longer requests, which the kernel splits. MaxWriteZeroes is always
+// buffered devices have neither constraint. MaxTransfer is zero
+// (unlimited): the kernel splits a long request at the queue's
+// max_sectors_kb (Info().MaxSectorsBytes) and issues the pieces in
+// parallel, which is faster than splitting it into sequential calls here. MaxWriteZeroes is always
 // nonzero on a writable device (BLKZEROOUT falls back to writing zeroes in
 // the kernel); MaxDiscard is zero when the device cannot discard. Zoned is
 // queue/zoned. For a partition the queue limits are those of its disk.

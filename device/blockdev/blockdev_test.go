@@ -226,10 +226,13 @@ func TestGeometryAndLimits(t *testing.T) {
 			}
 
 			// Queue limits, checked against /sys/block/<name>/queue.
-			if got, want := l.MaxTransfer, sysfsQueue(t, path, "max_sectors_kb")*KiB; got != want {
-				t.Errorf("MaxTransfer = %d; want max_sectors_kb = %d", got, want)
-			}
 			info := d.Info()
+			if got, want := info.MaxSectorsBytes, sysfsQueue(t, path, "max_sectors_kb")*KiB; got != want {
+				t.Errorf("Info().MaxSectorsBytes = %d; want max_sectors_kb = %d", got, want)
+			}
+			if l.MaxTransfer != 0 {
+				t.Errorf("MaxTransfer = %d; want 0 (the kernel splits long requests)", l.MaxTransfer)
+			}
 			if got, want := info.WriteZeroesMaxBytes, sysfsQueue(t, path, "write_zeroes_max_bytes"); got != want {
 				t.Errorf("Info().WriteZeroesMaxBytes = %d; want %d", got, want)
 			}
@@ -648,8 +651,8 @@ func TestPartition(t *testing.T) {
 	if got, want := p.Limits(), dd.Limits(); got != want {
 		t.Errorf("partition Limits() = %+v; want the disk's %+v", got, want)
 	}
-	if got := p.Limits().MaxTransfer; got != sysfsQueue(t, disk, "max_sectors_kb")*KiB {
-		t.Errorf("partition MaxTransfer = %d; want the disk's max_sectors_kb", got)
+	if got := p.Info().MaxSectorsBytes; got != sysfsQueue(t, disk, "max_sectors_kb")*KiB {
+		t.Errorf("partition MaxSectorsBytes = %d; want the disk's max_sectors_kb", got)
 	}
 	if p.Identity() == dd.Identity() {
 		t.Errorf("partition and disk have the same Identity %q", p.Identity())
