@@ -63,7 +63,8 @@ const window = 1 << Shift
 
 // Throttle is a duty-cycle throttle and a token bucket, shareable by
 // several clients. The zero value is not usable; call New or NewWithClock.
-// A nil *Throttle is valid and throttles nothing.
+// A nil *Throttle throttles nothing: OnIssue, OnComplete, WaitBytes,
+// Percent, Rate and Stats accept it; the setters do not.
 type Throttle struct {
 	now   func() time.Duration
 	sleep func(time.Duration)
