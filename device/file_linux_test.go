@@ -255,3 +255,90 @@ func TestFileGrownUnderneath(t *testing.T) {
 		t.Errorf("ReadAt(4096 bytes, 0) after the file shrank = %d, %v; want 1024 and an I/O error", n, err)
 	}
 }
+
+func TestFileDirectReadOnly(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	want := bytes.Repeat([]byte("direct!!"), 1024+1) // 8200 bytes: an unaligned tail
+	if err := os.WriteFile(path, want, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := device.OpenFile(path, device.FileOptions{ReadOnly: true, Direct: true})
+	if errors.Is(err, device.ErrNotSupported) {
+		t.Skipf("OpenFile(Direct) = %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	p := devicetest.AlignedBuf(3*4096, 4096)
+	n, err := f.ReadAt(p, 0)
+	if n != len(want) || err == nil || !bytes.Equal(p[:n], want) {
+		t.Errorf("ReadAt(%d bytes, 0) = %d, %v, equal %v; want %d, io.EOF, true", len(p), n, err, bytes.Equal(p[:n], want), len(want))
+	}
+	if n, err := f.WriteAt(p[:4096], 0); n != 0 || !errors.Is(err, device.ErrReadOnly) {
+		t.Errorf("WriteAt on a read-only direct file = %d, %v; want 0, ErrReadOnly", n, err)
+	}
+}
+
+func benchmarkIO(b *testing.B, d device.Device, write bool) {
+	const n = 512 << 10
+	p := devicetest.AlignedBuf(n, 4096)
+	for i := range p {
+		p[i] = byte(i)
+	}
+	slots := d.Size() / n
+	if !write {
+		for off := int64(0); off+n <= d.Size(); off += n {
+			if _, err := d.WriteAt(p, off); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.SetBytes(n)
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		off := int64(i) % slots * n
+		var err error
+		if write {
+			_, err = d.WriteAt(p, off)
+		} else {
+			_, err = d.ReadAt(p, off)
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkIO(b *testing.B) {
+	const size = 64 << 20
+	open := map[string]func(b *testing.B) device.Device{
+		"mem": func(b *testing.B) device.Device { return device.NewMem(size) },
+		"file": func(b *testing.B) device.Device {
+			f, err := device.CreateFile(filepath.Join(b.TempDir(), "f"), size, device.FileOptions{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return f
+		},
+		"file-direct": func(b *testing.B) device.Device {
+			f, err := device.CreateFile(filepath.Join(b.TempDir(), "f"), size, device.FileOptions{Direct: true})
+			if errors.Is(err, device.ErrNotSupported) {
+				b.Skip(err)
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			return f
+		},
+	}
+	for _, name := range []string{"mem", "file", "file-direct"} {
+		for _, op := range []string{"write", "read"} {
+			b.Run(name+"/"+op, func(b *testing.B) {
+				d := open[name](b)
+				defer d.Close()
+				benchmarkIO(b, d, op == "write")
+			})
+		}
+	}
+}
