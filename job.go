@@ -235,12 +235,19 @@ func (c *Client) validate(src *Region, dests []Region, flags Flags) error {
 			}
 		}
 	}
+	// Overlap is judged on the underlying store: two opens of one file, or
+	// a partition and its disk, are the same store.
+	var ids [MaxRegions + 1]string
+	var bases [MaxRegions + 1]int64
+	for i, r := range all {
+		ids[i], bases[i] = device.PlacementOf(r.Dev)
+	}
 	for i := range all {
 		for j := i + 1; j < len(all); j++ {
-			a, b := all[i], all[j]
-			if a.Len > 0 && a.Off < b.Off+b.Len && b.Off < a.Off+a.Len &&
-				device.IdentityOf(a.Dev) == device.IdentityOf(b.Dev) {
-				return fmt.Errorf("%w: [%d, +%d) and [%d, +%d) on %s", ErrOverlap, a.Off, a.Len, b.Off, b.Len, device.Name(a.Dev))
+			a, b := all[i].Off+bases[i], all[j].Off+bases[j]
+			if length > 0 && ids[i] == ids[j] && a < b+length && b < a+length {
+				return fmt.Errorf("%w: %s [%d, +%d) and %s [%d, +%d)", ErrOverlap,
+					device.Name(all[i].Dev), all[i].Off, length, device.Name(all[j].Dev), all[j].Off, length)
 			}
 		}
 	}

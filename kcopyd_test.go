@@ -831,3 +831,29 @@ func TestThrottleGroupCancel(t *testing.T) {
 		}
 	}
 }
+
+// placed is a window at base onto another device, like a partition.
+type placed struct {
+	device.Device
+	store string
+	base  int64
+}
+
+func (p placed) Placement() (string, int64) { return p.store, p.base }
+
+// TestOverlapThroughPlacement refuses a copy from a disk to its own
+// partition when the ranges meet on the disk, and allows it when not.
+func TestOverlapThroughPlacement(t *testing.T) {
+	c := newClient(t, nil)
+	disk := device.NewMem(1 << 20)
+	part := placed{Device: device.NewMem(1 << 19), store: device.IdentityOf(disk), base: 1 << 19}
+	if _, err := c.Copy(context.Background(), kcopyd.Region{Dev: disk, Off: 1<<19 + 2048, Len: 4096},
+		[]kcopyd.Region{{Dev: part, Off: 0, Len: 4096}}, 0, nil); !errors.Is(err, kcopyd.ErrOverlap) {
+		t.Fatalf("disk [514 KiB, +4 KiB) to partition [0, +4 KiB) at 512 KiB = %v; want ErrOverlap", err)
+	}
+	if _, err := c.Copy(context.Background(), kcopyd.Region{Dev: disk, Off: 0, Len: 4096},
+		[]kcopyd.Region{{Dev: part, Off: 0, Len: 4096}}, 0, nil); err != nil {
+		t.Fatalf("disk [0, +4 KiB) to the partition: %v", err)
+	}
+	c.Drain(context.Background())
+}

@@ -172,6 +172,15 @@ type Identifier interface {
 	Identity() string
 }
 
+// Placer is implemented by devices that are a window onto a larger store,
+// such as a partition of a disk: two devices overlap when their placements
+// name the same store and their shifted ranges intersect.
+type Placer interface {
+	// Placement returns the identity of the whole store and the byte
+	// offset at which this device starts in it.
+	Placement() (identity string, off int64)
+}
+
 // Wrapper is implemented by devices that wrap another device.
 type Wrapper interface {
 	// Unwrap returns the wrapped device.
@@ -202,6 +211,23 @@ func IdentityOf(d Device) string {
 		x = w.Unwrap()
 	}
 	return fmt.Sprintf("handle:%p", d)
+}
+
+// PlacementOf returns the identity of the store under d and the offset of
+// d in it: Placement() when d (or a device it wraps) implements Placer,
+// else IdentityOf(d) and 0. Byte off of d is byte off+base of the store.
+func PlacementOf(d Device) (identity string, base int64) {
+	for x := d; x != nil; {
+		if p, ok := x.(Placer); ok {
+			return p.Placement()
+		}
+		w, ok := x.(Wrapper)
+		if !ok {
+			break
+		}
+		x = w.Unwrap()
+	}
+	return IdentityOf(d), 0
 }
 
 // Name returns a short human-readable name for d: its String method when it

@@ -73,6 +73,8 @@ type Device struct {
 	minor    uint32
 	limits   device.Limits
 	info     Info
+	disk     string // identity of the whole disk, for partitions
+	start    int64  // byte offset of a partition on its disk
 
 	// mu guards fd against Close: I/O holds it shared, Close exclusively.
 	mu struct {
@@ -89,6 +91,7 @@ var (
 	_ device.Discarder   = (*Device)(nil)
 	_ device.Flusher     = (*Device)(nil)
 	_ device.Identifier  = (*Device)(nil)
+	_ device.Placer      = (*Device)(nil)
 	_ fmt.Stringer       = (*Device)(nil)
 )
 
@@ -280,6 +283,9 @@ func (d *Device) probe() error {
 	}
 
 	q := readQueue(sysfsRoot, d.major, d.minor)
+	if q.partition && q.diskDev != "" {
+		d.disk, d.start = "blk:"+q.diskDev, q.startBytes
+	}
 	d.info = Info{
 		Path:                d.path,
 		Major:               d.major,
@@ -362,8 +368,20 @@ func (d *Device) String() string { return d.path }
 
 // Identity implements device.Identifier: "blk:<major>:<minor>", equal for
 // every open of the same block device whatever path names it. A partition
-// and its whole disk have different identities although they overlap.
+// and its whole disk have different identities although they overlap; see
+// Placement.
 func (d *Device) Identity() string { return fmt.Sprintf("blk:%d:%d", d.major, d.minor) }
+
+// Placement implements device.Placer: a partition is its disk's identity
+// and its start offset on the disk (sysfs start), so that overlap between
+// a partition and its disk, or two partitions, can be detected. A whole
+// disk, or a partition whose sysfs entry cannot be read, is itself at 0.
+func (d *Device) Placement() (string, int64) {
+	if d.disk != "" {
+		return d.disk, d.start
+	}
+	return d.Identity(), 0
+}
 
 // Size implements device.Device.
 func (d *Device) Size() int64 { return d.size }

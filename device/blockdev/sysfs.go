@@ -22,6 +22,8 @@ const sysfsRoot = "/sys"
 // Fields that could not be read are zero.
 type queueInfo struct {
 	partition           bool
+	diskDev             string // partitions: the disk's "maj:min"
+	startBytes          int64  // partitions: offset of the partition on its disk
 	maxSectorsBytes     int64
 	writeZeroesMaxBytes int64
 	discardMaxBytes     int64
@@ -61,6 +63,18 @@ func readQueue(root string, maj, min uint32) queueInfo {
 		return q
 	}
 	q.partition = part
+	if part {
+		// queueDir's dir is <disk>/queue; the partition's own dir holds start.
+		disk := filepath.Dir(dir)
+		if d, err := readString(filepath.Join(disk, "dev")); err == nil {
+			q.diskDev = d
+		}
+		if dev, err := devDir(root, maj, min); err == nil {
+			if st, err := readInt(filepath.Join(dev, "start")); err == nil {
+				q.startBytes = st * 512
+			}
+		}
+	}
 	if kb, err := readInt(filepath.Join(dir, "max_sectors_kb")); err == nil {
 		q.maxSectorsBytes = kb << 10
 	}
