@@ -33,8 +33,10 @@
 // zeroes a range natively, Discarder trims it, Flusher makes completed
 // writes durable, Extenter tells data from holes so that sparse copies stay
 // sparse, and Identifier tells whether two handles are the same storage,
-// so that overlapping copies can be refused. Wrapper lets IdentityOf look
-// through devices that wrap others.
+// so that overlapping copies can be refused; Placer extends that to a
+// device that is a window onto a larger store, such as a partition of a
+// disk. Wrapper lets IdentityOf and PlacementOf look through devices that
+// wrap others.
 //
 // # Errors
 //
