@@ -857,3 +857,50 @@ func TestOverlapThroughPlacement(t *testing.T) {
 	}
 	c.Drain(context.Background())
 }
+
+// TestPagesFIFO checks spec §2.5: a job that finds no buffer waits at the
+// head of the list and later jobs do not overtake it. With one buffer, the
+// chunks of a split job and a later small job read in submission order.
+func TestPagesFIFO(t *testing.T) {
+	const sub = 4096
+	rec := &recorder{Device: device.NewMemFrom(randomBytes(30, 20*sub))}
+	c := newClient(t, &kcopyd.Options{SubJobSize: sub, MaxMemory: sub, IOWorkers: 1})
+	a, err := c.Copy(context.Background(), kcopyd.Region{Dev: rec, Len: 16 * sub}, []kcopyd.Region{{Dev: device.NewMem(16 * sub), Len: 16 * sub}}, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.Copy(context.Background(), kcopyd.Region{Dev: rec, Off: 19 * sub, Len: sub}, []kcopyd.Region{{Dev: device.NewMem(sub), Len: sub}}, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Wait(context.Background())
+	b.Wait(context.Background())
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	// A's 8 sub-jobs queued chunks 0..7 before B was submitted; each of
+	// A's later chunks is queued when one of them completes, after B.
+	want := []int64{0, 1, 2, 3, 4, 5, 6, 7, 19}
+	for i, w := range want {
+		if rec.reads[i] != w*sub {
+			t.Fatalf("read %d at chunk %d; want %d (order %v)", i, rec.reads[i]/sub, w, rec.reads)
+		}
+	}
+}
+
+// TestFlush checks spec §1.7: callbacks queued before Flush have run when
+// it returns.
+func TestFlush(t *testing.T) {
+	c := newClient(t, nil)
+	var ran atomic.Int32
+	for range 10 {
+		h, err := c.PrepareCallback(func(bool, uint64, error) { ran.Add(1) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.DoCallback(h, false, 0)
+	}
+	c.Flush()
+	if n := ran.Load(); n != 10 {
+		t.Fatalf("%d of 10 fired callbacks ran before Flush returned", n)
+	}
+}
