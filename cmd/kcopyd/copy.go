@@ -224,6 +224,9 @@ func checkRegionOverlaps(regions []region, src *location, locs []*location) erro
 		srcs[i] = lineRange{rg.src, rg.len, rg.line}
 	}
 	if x, y, ok := firstOverlap(dst, dst, true); ok {
+		if x.line > y.line {
+			x, y = y, x
+		}
 		return fmt.Errorf("regions lines %d and %d write overlapping destination ranges [%d, +%d) and [%d, +%d)", x.line, y.line, x.off, x.len, y.off, y.len)
 	}
 	for _, l := range locs {

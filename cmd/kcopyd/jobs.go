@@ -21,10 +21,10 @@ type dest struct {
 	// math.MaxInt64 otherwise.
 	zeroFrom int64
 
-	dropped bool          // a write failed: later jobs leave it out (not under --ignore-errors)
-	errs    []error       // write, zeroing, flush and close errors
+	dropped bool           // a write failed: later jobs leave it out (not under --ignore-errors)
+	errs    []error        // write, zeroing, flush and close errors
 	ranges  []kcopyd.Range // destination byte ranges that did not receive the right data
-	cmp     *cmpResult    // --verify result
+	cmp     *cmpResult     // --verify result
 }
 
 // failed reports whether anything went wrong on d.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/kcopyd/kcopyd/device"
 	"github.com/kcopyd/kcopyd/device/blockdev"
+	"github.com/kcopyd/kcopyd/device/nbd"
 )
 
 // locKind is what a location names.
@@ -227,7 +228,12 @@ func openURL(ctx context.Context, spec string, m openMode) (device.Device, error
 	scheme := urlRE.FindStringSubmatch(spec)[1]
 	switch scheme {
 	case "nbd", "nbd+unix", "nbds", "nbds+unix":
-		return nil, fmt.Errorf("%w: NBD URLs (%s://) are not supported yet by this build", errors.ErrUnsupported, scheme)
+		// --direct does not apply: the client has no page cache.
+		d, err := nbd.Open(ctx, spec, &nbd.Config{ReadOnly: !m.write})
+		if err != nil {
+			return nil, err
+		}
+		return d, nil
 	}
 	return nil, fmt.Errorf("unknown URL scheme %q (kcopyd knows nbd://, nbd+unix://, nbds://, nbds+unix://)", scheme)
 }

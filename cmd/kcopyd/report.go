@@ -26,20 +26,20 @@ import (
 //     ranges written as zeroes because the source could not be read
 //     (kcopyd.JobError.ReadRanges moved to destination offsets).
 type jsonReport struct {
-	Command      string       `json:"command"`
-	Source       string       `json:"source,omitempty"`
-	Bytes        int64        `json:"bytes"`
-	Total        int64        `json:"total"`
-	Seconds      float64      `json:"seconds"`
-	ReadError    bool         `json:"read_error"`
-	ReadMessage  *string      `json:"read_error_message,omitempty"`
-	Interrupted  bool         `json:"interrupted"`
-	Completed    *int64       `json:"completed,omitempty"`
-	Remaining    [][3]int64   `json:"remaining,omitempty"`
-	ExitCode     int          `json:"exit_code"`
-	Error        *string      `json:"error"`
-	Destinations []jsonDest   `json:"destinations"`
-	Warnings     []string     `json:"warnings,omitempty"`
+	Command      string     `json:"command"`
+	Source       string     `json:"source,omitempty"`
+	Bytes        int64      `json:"bytes"`
+	Total        int64      `json:"total"`
+	Seconds      float64    `json:"seconds"`
+	ReadError    bool       `json:"read_error"`
+	ReadMessage  *string    `json:"read_error_message,omitempty"`
+	Interrupted  bool       `json:"interrupted"`
+	Completed    *int64     `json:"completed,omitempty"`
+	Remaining    [][3]int64 `json:"remaining,omitempty"`
+	ExitCode     int        `json:"exit_code"`
+	Error        *string    `json:"error"`
+	Destinations []jsonDest `json:"destinations"`
+	Warnings     []string   `json:"warnings,omitempty"`
 	readRanges   []kcopyd.Range
 }
 
