@@ -230,7 +230,9 @@ func (c *Client) validate(src *Region, dests []Region, flags Flags) error {
 			return fmt.Errorf("%w: %s [%d, +%d) on %s of %d bytes", ErrOutOfRange, what(i), r.Off, r.Len, device.Name(r.Dev), size)
 		}
 		if a := int64(device.LimitsOf(r.Dev).OffsetAlign); a > 1 {
-			if r.Off%a != 0 || r.Len%a != 0 || c.subJob%a != 0 {
+			// An unaligned length is allowed when it ends at the end of
+			// the device (device.Device's contract).
+			if r.Off%a != 0 || (r.Len%a != 0 && r.Off+r.Len != r.Dev.Size()) || c.subJob%a != 0 {
 				return fmt.Errorf("%w: %s [%d, +%d) on %s needs multiples of %d bytes", ErrAlignment, what(i), r.Off, r.Len, device.Name(r.Dev), a)
 			}
 		}

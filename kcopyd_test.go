@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -902,5 +904,44 @@ func TestFlush(t *testing.T) {
 	c.Flush()
 	if n := ran.Load(); n != 10 {
 		t.Fatalf("%d of 10 fired callbacks ran before Flush returned", n)
+	}
+}
+
+// TestDirectOddSizedFile copies a file whose size is not a multiple of the
+// O_DIRECT alignment, as an operator copying an odd-sized image with
+// --direct does: the last chunk ends at the end of the file.
+func TestDirectOddSizedFile(t *testing.T) {
+	dir := t.TempDir()
+	const n = 3<<20 + 1234
+	data := randomBytes(50, n)
+	if err := os.WriteFile(filepath.Join(dir, "src"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src, err := device.OpenFile(filepath.Join(dir, "src"), device.FileOptions{ReadOnly: true, Direct: true})
+	if errors.Is(err, device.ErrNotSupported) {
+		t.Skipf("O_DIRECT not supported on %s: %v", dir, err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	dst, err := device.CreateFile(filepath.Join(dir, "dst"), n, device.FileOptions{Direct: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	if device.LimitsOf(src).OffsetAlign <= 1 {
+		t.Skip("the filesystem reports no O_DIRECT alignment")
+	}
+	c := newClient(t, nil)
+	if res := run(t, c, context.Background(), &kcopyd.Region{Dev: src, Len: n}, []kcopyd.Region{{Dev: dst, Len: n}}, 0); res.err != nil {
+		t.Fatal(res.err)
+	}
+	if k := firstDiff(contents(t, dst, 0, n), data); k >= 0 {
+		t.Fatalf("destination differs at %d", k)
+	}
+	// An unaligned length that does not end at the end is refused.
+	if _, err := c.Copy(context.Background(), kcopyd.Region{Dev: src, Len: 1000}, []kcopyd.Region{{Dev: dst, Len: 1000}}, 0, nil); !errors.Is(err, kcopyd.ErrAlignment) {
+		t.Fatalf("unaligned copy in the middle = %v; want ErrAlignment", err)
 	}
 }

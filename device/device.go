@@ -22,7 +22,9 @@ import (
 // A device may constrain alignment (see Limits): then off, len(p) and the
 // address of p must be multiples of the stated alignments, and a call that
 // breaks them fails with an error wrapping ErrAlignment without doing any
-// I/O.
+// I/O. One exception: when Size is not a multiple of the offset alignment
+// (an odd-sized image under O_DIRECT), a request at an aligned offset that
+// ends exactly at Size is accepted.
 //
 // Errors from the underlying store are returned as *IOError.
 type Device interface {
@@ -157,9 +159,10 @@ type Extenter interface {
 	// Extents describes the range [off, off+length) as a sorted list of
 	// adjacent, non-overlapping extents that start at off. The list may
 	// end before off+length (the caller asks again from where it ended)
-	// but never returns an empty list without an error. Ranges the
-	// device knows nothing about are reported as data. Safe for
-	// concurrent use.
+	// but never returns an empty list without an error, so a zero
+	// length, or a range outside the device, is an error wrapping
+	// ErrOutOfRange. Ranges the device knows nothing about are reported
+	// as data. Safe for concurrent use.
 	Extents(off, length int64) ([]Extent, error)
 }
 
