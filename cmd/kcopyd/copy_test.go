@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -638,4 +639,78 @@ func TestCopyMountedDevice(t *testing.T) {
 		t.Errorf("copy onto a mounted device = %v; want exit 1", r)
 	}
 	snap.unchanged(t)
+}
+
+// failingNBD serves data over NBD with nbdkit's eval plugin, failing
+// every read that touches [errOff, errOff+errLen) with EIO, and returns
+// the export's URL.
+func failingNBD(t *testing.T, data []byte, errOff, errLen int64) string {
+	t.Helper()
+	if _, err := exec.LookPath("nbdkit"); err != nil {
+		t.Skip("nbdkit: not installed")
+	}
+	dir := t.TempDir()
+	file := writeFile(t, dir, "data", data)
+	sock := filepath.Join(dir, "sock")
+	pread := fmt.Sprintf(`if [ $4 -lt %d ] && [ $(($4+$3)) -gt %d ]; then echo "EIO injected" >&2; exit 1; fi; exec dd if=%s skip=$4 count=$3 iflag=skip_bytes,count_bytes status=none`,
+		errOff+errLen, errOff, file)
+	cmd := exec.Command("nbdkit", "-f", "-U", sock, "eval", fmt.Sprintf("get_size=echo %d", len(data)), "pread="+pread)
+	if err := cmd.Start(); err != nil {
+		t.Skipf("nbdkit: %v", err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("nbdkit did not create its socket")
+		}
+	}
+	return "nbd+unix:///?socket=" + sock
+}
+
+func TestCopyReadError(t *testing.T) {
+	data := randomBytes(14, 4<<20)
+	src := failingNBD(t, data, 1<<20, 8192)
+	dir := t.TempDir()
+	dst := filepath.Join(dir, "dst")
+	r := runCLI(t, "", "copy", "--create", "--json", src, dst)
+	if r.code != exitReadError || !strings.Contains(r.stderr, "read error on "+src) {
+		t.Fatalf("copy from a failing source = %v; want exit 2", r)
+	}
+	var rep jsonReport
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if !rep.ReadError || rep.Completed == nil || *rep.Completed > 1<<20 {
+		t.Errorf("report = %+v; want read_error and at most 1MiB complete", rep)
+	} else if c := *rep.Completed; !bytes.Equal(readFile(t, dst)[:c], data[:c]) {
+		t.Errorf("the reported prefix of %d bytes is not the source's", c)
+	}
+
+	// --ignore-errors copies the rest and reports the zero-filled range at
+	// its destination offset.
+	dst2 := filepath.Join(dir, "dst2")
+	r = runCLI(t, "", "copy", "--create", "--ignore-errors", "--dest-offset", "4K", "--json", src, dst2)
+	if r.code != exitReadError {
+		t.Fatalf("copy --ignore-errors = %v; want exit 2", r)
+	}
+	rep = jsonReport{}
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatal(err)
+	}
+	want := [][2]int64{{1<<20 + 4096, 8192}}
+	if fr := rep.Destinations[0].FailedRanges; fmt.Sprint(fr) != fmt.Sprint(want) {
+		t.Errorf("failed_ranges = %v; want %v", fr, want)
+	}
+	got := readFile(t, dst2)[4096:]
+	exp := append([]byte(nil), data...)
+	clear(exp[1<<20 : 1<<20+8192])
+	if !bytes.Equal(got, exp) {
+		t.Errorf("--ignore-errors copy is not the source with the unreadable range zeroed")
+	}
 }

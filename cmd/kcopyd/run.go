@@ -409,7 +409,7 @@ func (w *writeRun) conclude(r *engineRun, dests []*dest, total int64, verified b
 					mismatch = true
 					first, n := c.first, c.chunks
 					jd.FirstDifference, jd.DifferingChunks = &first, &n
-					fmt.Fprintf(out, "kcopyd: verify: %s differs: first differing byte at offset %d (%d chunks of %s differ)\n", d.loc.spec, c.first, c.chunks, formatSize(w.chunkSize()))
+					fmt.Fprintf(out, "kcopyd: verify: %s differs: first differing byte at offset %d (%s)\n", d.loc.spec, c.first, chunksText(c.chunks, w.chunkSize()))
 				}
 			}
 		}

@@ -165,7 +165,7 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 			id := false
 			jd.Identical = &id
 			if !o.json {
-				fmt.Fprintf(e.stdout, "%s: differs: first differing byte at offset %d; %d chunk%s of %s differ\n", l.spec, c.first, c.chunks, plural(int(min(c.chunks, 2))), formatSize(chunk))
+				fmt.Fprintf(e.stdout, "%s: differs: first differing byte at offset %d; %s\n", l.spec, c.first, chunksText(c.chunks, chunk))
 			}
 		case srcErr == nil && ctx.Err() == nil:
 			id := true
@@ -348,4 +348,12 @@ func alignedBuffer(n int) []byte {
 		skip = align - r
 	}
 	return b[skip : skip+n : skip+n]
+}
+
+// chunksText says how many chunks of size bytes differ.
+func chunksText(n, size int64) string {
+	if n == 1 {
+		return fmt.Sprintf("1 chunk of %s differs", formatSize(size))
+	}
+	return fmt.Sprintf("%d chunks of %s differ", n, formatSize(size))
 }
