@@ -714,3 +714,35 @@ func TestCopyReadError(t *testing.T) {
 		t.Errorf("--ignore-errors copy is not the source with the unreadable range zeroed")
 	}
 }
+
+func TestCopyVerifyMismatch(t *testing.T) {
+	dir := t.TempDir()
+	src, want := makeSparse(t, dir)
+	// --dest-is-zero on a destination that is not zero leaves its old
+	// bytes in the holes: --verify must catch that.
+	dst := writeFile(t, dir, "dst", bytes.Repeat([]byte{0x55}, len(want)))
+	r := runCLI(t, "", "copy", "--dest-is-zero", "--verify", "--json", src, dst)
+	if r.code != exitVerify || !strings.Contains(r.stderr, "first differing byte at offset 0") {
+		t.Fatalf("copy --verify onto a wrong destination = %v; want exit 4", r)
+	}
+	var rep jsonReport
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if d := rep.Destinations[0]; d.Verified == nil || *d.Verified || d.FirstDifference == nil || *d.FirstDifference != 0 {
+		t.Errorf("report destination = %+v; want verified false, first difference 0", d)
+	}
+}
+
+func TestCopyProgressLines(t *testing.T) {
+	dir := t.TempDir()
+	src := writeFile(t, dir, "src", randomBytes(15, 6<<20))
+	r := runCLI(t, "", "copy", "--create", "--no-sparse", "--rate", "2M", "--progress-interval", "50ms", src, filepath.Join(dir, "dst"))
+	if r.code != 0 || !strings.Contains(r.stderr, "kcopyd: copy: ") || !strings.Contains(r.stderr, " of 6.0 MiB (") {
+		t.Errorf("copy with plain progress = %v; want progress lines on stderr", r)
+	}
+	r = runCLI(t, "", "copy", "-q", src, filepath.Join(dir, "dst"))
+	if r.code != 0 || r.stderr != "" {
+		t.Errorf("copy -q = %v; want nothing on stderr", r)
+	}
+}
