@@ -146,7 +146,7 @@ func (l *location) openError(err error, m openMode) error {
 	case errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("%s does not exist: %w", l.spec, err)
 	}
-	return fmt.Errorf("cannot open %s: %w", l.spec, err)
+	return fmt.Errorf("%s cannot be opened: %w", l.spec, err)
 }
 
 // create creates the missing regular file l as a sparse file of size
