@@ -37,6 +37,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 // runContext is run with the cancellation context supplied by the caller.
 func runContext(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	// The progress display and the rate file watcher write to stderr from
+	// their own goroutines.
+	stderr = &lockedWriter{w: stderr}
 	env := &env{stdin: stdin, stdout: stdout, stderr: stderr}
 	root := newRootCmd(env)
 	root.SetArgs(args)

@@ -51,6 +51,9 @@ func newProgress(c progressConfig) progress {
 // a known width (a pseudo-terminal without a window size, as under
 // script(1) in a pipe, gets plain lines).
 func isTerminal(w io.Writer) bool {
+	if lw, ok := w.(*lockedWriter); ok {
+		w = lw.w
+	}
 	f, ok := w.(*os.File)
 	if !ok {
 		return false
@@ -76,7 +79,13 @@ type barProgress struct {
 }
 
 func newBarProgress(c progressConfig) *barProgress {
-	p := mpb.New(mpb.WithOutput(c.out), mpb.WithWidth(100), mpb.WithRefreshRate(200*time.Millisecond))
+	out := c.out
+	if lw, ok := out.(*lockedWriter); ok {
+		// mpb must see the terminal itself; messages during the run go
+		// through p.Write (see writeRun.execute).
+		out = lw.w
+	}
+	p := mpb.New(mpb.WithOutput(out), mpb.WithWidth(100), mpb.WithRefreshRate(200*time.Millisecond))
 	names := c.names
 	if len(names) <= 1 {
 		names = []string{c.verb}

@@ -40,7 +40,6 @@ type jsonReport struct {
 	Error        *string    `json:"error"`
 	Destinations []jsonDest `json:"destinations"`
 	Warnings     []string   `json:"warnings,omitempty"`
-	readRanges   []kcopyd.Range
 }
 
 // jsonDest is one destination in a jsonReport, in argument order.
