@@ -556,4 +556,3 @@ func (c *conn) closeConn(err error, polite bool) {
 	c.shut(err)
 	<-c.readerDone
 }
-

@@ -630,13 +630,13 @@ func (d *Device) Flush() error {
 // zero range is Zero, and everything else, including a hole the server
 // does not promise reads as zeroes, is data. When the server did not
 // negotiate base:allocation the whole range is reported as data. The
-// range must start inside the device; it is clipped at Size.
+// range must lie inside the device (else device.ErrOutOfRange); it need
+// not be aligned. The list may end early when the server describes less.
 func (d *Device) Extents(off, length int64) ([]device.Extent, error) {
-	if off < 0 || off >= d.ex.size || length <= 0 {
+	if off < 0 || off >= d.ex.size || length <= 0 || length > d.ex.size-off {
 		return nil, d.ioErr(device.OpExtents, off, length,
 			fmt.Errorf("%w: extents of [%d, +%d) on a device of %d bytes", device.ErrOutOfRange, off, length, d.ex.size))
 	}
-	length = min(length, d.ex.size-off)
 	end := off + length
 	if !d.ex.hasMeta {
 		return []device.Extent{{Off: off, Len: length}}, nil

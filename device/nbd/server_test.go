@@ -3,7 +3,6 @@ package nbd_test
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"net"
 	"net/url"
 	"os"
@@ -162,4 +161,6 @@ func waitTCP(tb testing.TB, addr string) {
 
 func mib(n int64) int64 { return n << 20 }
 
-var _ = fmt.Sprintf
+// execCommand is exec.Command; servers run with it die with the test
+// binary where they support --exit-with-parent.
+func execCommand(name string, args ...string) *exec.Cmd { return exec.Command(name, args...) }
