@@ -120,7 +120,7 @@ func (h *handshaker) optErr(r proto.OptReply, payload []byte) error {
 }
 
 func (h *handshaker) run() error {
-	b, err := h.read(18, "the greeting")
+	b, err := h.read(16, "the greeting")
 	if err != nil {
 		return err
 	}
@@ -134,7 +134,10 @@ func (h *handshaker) run() error {
 	default:
 		return protoErr("unknown handshake magic %#x", m)
 	}
-	hflags := proto.Uint16(b[16:])
+	if b, err = h.read(2, "the handshake flags"); err != nil {
+		return err
+	}
+	hflags := proto.Uint16(b)
 	h.ex.fixedNewstyle = hflags&proto.HandshakeFixedNewstyle != 0
 	noZeroes := hflags&proto.HandshakeNoZeroes != 0
 	var cflags uint32
