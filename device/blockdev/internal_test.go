@@ -39,6 +39,7 @@ func fakeSysfs(t testing.TB, queue map[string]string) string {
 	write(filepath.Join(disk, "dev"), "8:0")
 	write(filepath.Join(part, "dev"), "8:1")
 	write(filepath.Join(part, "partition"), "1")
+	write(filepath.Join(part, "start"), "2048")
 	if err := os.Mkdir(filepath.Join(part, "holders", "dm-3"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -67,8 +68,9 @@ func TestReadQueue(t *testing.T) {
 	if got := readQueue(root, 8, 0); got != want {
 		t.Errorf("readQueue(disk 8:0) = %+v; want %+v", got, want)
 	}
-	// A partition has no queue of its own: its disk's is used.
-	want.partition = true
+	// A partition has no queue of its own: its disk's is used. Its
+	// placement is its disk and its start (2048 sectors).
+	want.partition, want.diskDev, want.startBytes = true, "8:0", 2048*512
 	if got := readQueue(root, 8, 1); got != want {
 		t.Errorf("readQueue(partition 8:1) = %+v; want %+v", got, want)
 	}
