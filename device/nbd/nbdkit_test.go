@@ -19,6 +19,7 @@ import (
 	"github.com/kcopyd/kcopyd/device"
 	"github.com/kcopyd/kcopyd/device/devicetest"
 	"github.com/kcopyd/kcopyd/device/nbd"
+	"github.com/kcopyd/kcopyd/device/nbd/nbdtest"
 	"github.com/kcopyd/kcopyd/internal/testutil"
 )
 
@@ -366,11 +367,11 @@ func TestReadOnlyExport(t *testing.T) {
 
 func TestUnknownExport(t *testing.T) {
 	s := nbdkit(t, "--filter=exportname", "memory", "8M", "exportname=disk", "exportname-strict=true")
-	d := open(t, s.exportURI("disk"), nil)
+	d := open(t, s.ExportURI("disk"), nil)
 	if got := d.Size(); got != mib(8) {
 		t.Errorf("Size() = %d", got)
 	}
-	_, err := nbd.Open(context.Background(), s.exportURI("nope"), nil)
+	_, err := nbd.Open(context.Background(), s.ExportURI("nope"), nil)
 	if !errors.Is(err, nbd.ErrUnknownExport) {
 		t.Fatalf("Open(unknown export) = %v; want ErrUnknownExport", err)
 	}
@@ -381,7 +382,7 @@ func TestUnknownExport(t *testing.T) {
 }
 
 func TestTCPLoopback(t *testing.T) {
-	needBin(t, "nbdkit")
+	nbdtest.NeedBin(t, "nbdkit")
 	for _, host := range []string{"127.0.0.1", "::1"} {
 		t.Run(host, func(t *testing.T) {
 			l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
@@ -400,7 +401,7 @@ func TestTCPLoopback(t *testing.T) {
 // startTCP runs a server listening on addr and waits until it accepts.
 func startTCP(tb testing.TB, name, addr string, args ...string) {
 	tb.Helper()
-	bin := needBin(tb, name)
+	bin := nbdtest.NeedBin(tb, name)
 	var out bytes.Buffer
 	cmd := execCommand(bin, args...)
 	cmd.Stderr, cmd.Stdout = &out, &out
@@ -414,7 +415,7 @@ func startTCP(tb testing.TB, name, addr string, args ...string) {
 			tb.Logf("%s output:\n%s", name, out.String())
 		}
 	})
-	waitTCP(tb, addr)
+	nbdtest.WaitTCP(tb, addr)
 }
 
 func TestErrorFilter(t *testing.T) {
@@ -474,17 +475,8 @@ func TestErrorFilter(t *testing.T) {
 // TestServerDies kills the server under load: requests in flight fail with
 // ErrDisconnected, later ones fail at once, nothing hangs.
 func TestServerDies(t *testing.T) {
-	bin := needBin(t, "nbdkit")
-	dir := shortDir(t)
-	sock := filepath.Join(dir, "s")
-	cmd := execCommand(bin, "-f", "--exit-with-parent", "-U", sock, "--filter=delay", "memory", "64M", "delay-read=20ms")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Wait()
-	defer cmd.Process.Kill()
-	waitUnix(t, sock)
-	d := open(t, "nbd+unix:///?socket="+sock, &nbd.Config{Connections: 2})
+	s := nbdkit(t, "--filter=delay", "memory", "64M", "delay-read=20ms")
+	d := open(t, s.URI, &nbd.Config{Connections: 2})
 	var wg sync.WaitGroup
 	errs := make(chan error, 64)
 	started := make(chan struct{}, 64)
@@ -503,7 +495,7 @@ func TestServerDies(t *testing.T) {
 	for range 64 {
 		<-started
 	}
-	cmd.Process.Kill()
+	s.Kill()
 	go func() {
 		for range started {
 		}
@@ -518,21 +510,6 @@ func TestServerDies(t *testing.T) {
 	}
 	if _, err := d.ReadAt(make([]byte, 512), 0); !errors.Is(err, nbd.ErrDisconnected) {
 		t.Errorf("ReadAt on a dead device = %v; want ErrDisconnected", err)
-	}
-}
-
-func waitUnix(tb testing.TB, sock string) {
-	tb.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("%s never accepted connections", sock)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -579,7 +556,7 @@ func TestBlockSizeConstraints(t *testing.T) {
 }
 
 func TestQemuNBD(t *testing.T) {
-	needBin(t, "qemu-nbd")
+	nbdtest.NeedBin(t, "qemu-nbd")
 	dir := t.TempDir()
 	img := filepath.Join(dir, "disk.raw")
 	f, err := os.Create(img)
@@ -591,8 +568,8 @@ func TestQemuNBD(t *testing.T) {
 	f.Write(head)
 	f.Truncate(mib(32)) // the rest is a hole
 	f.Close()
-	s := startServer(t, "qemu-nbd", "-f", "raw", "-k", "SOCK", "-x", "disk", "--persistent", "-e", "8", img)
-	d := open(t, s.exportURI("disk"), &nbd.Config{Connections: 4})
+	s := nbdtest.QemuNBD(t, img, "disk")
+	d := open(t, s.ExportURI("disk"), &nbd.Config{Connections: 4})
 	t.Logf("qemu-nbd: %+v, limits %+v, notes %q", d.Info(), d.Limits(), d.Notes())
 	got := make([]byte, mib(2))
 	if _, err := d.ReadAt(got, 0); err != nil || !bytes.Equal(got, head) {
@@ -627,7 +604,7 @@ func TestQemuNBD(t *testing.T) {
 		t.Errorf("Flush = %v", err)
 	}
 	// qemu-nbd rejects unknown export names with NBD_REP_ERR_UNKNOWN.
-	if _, err := nbd.Open(context.Background(), s.exportURI("other"), nil); !errors.Is(err, nbd.ErrUnknownExport) {
+	if _, err := nbd.Open(context.Background(), s.ExportURI("other"), nil); !errors.Is(err, nbd.ErrUnknownExport) {
 		t.Errorf("Open(unknown export on qemu-nbd) = %v; want ErrUnknownExport", err)
 	}
 }
