@@ -46,6 +46,8 @@ On SIGINT or SIGTERM kcopyd stops starting new chunks, waits for those in
 flight, flushes, and reports how many bytes from the start of the region are
 complete, with the options to resume.
 
+` + nbdHelp + `
+
 ` + exitStatusHelp
 
 const copyExample = `  # copy a disk image to two disks at once and check the result
@@ -56,6 +58,10 @@ const copyExample = `  # copy a disk image to two disks at once and check the re
 
   # copy to an NBD export at 100MiB/s, adjustable while it runs
   echo 100M > /tmp/rate; kcopyd copy --rate-file /tmp/rate src.img nbd://server/export
+
+  # copy an image to an NBD server over TLS with 8 connections, and back
+  kcopyd copy --connections 8 --tls-ca ca.pem disk.img nbds://server/disk
+  kcopyd copy --create 'nbd+unix:///disk?socket=/run/nbd.sock' disk.img
 
   # many regions from a file, 8 at a time, result as JSON
   kcopyd copy --regions map.txt --jobs 8 --json /dev/vg/origin /dev/vg/snap`
@@ -82,7 +88,7 @@ func runCopy(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 		return w.report(exitUsage, usageErrorf("copy needs a SOURCE and at least one DEST"))
 	}
 	w.rep.Source = args[0]
-	if err := o.check(cmd); err != nil {
+	if err := o.check(cmd, args); err != nil {
 		return w.report(exitUsage, err)
 	}
 	regions, err := o.loadRegions(e.stdin, copyRegions)
@@ -103,10 +109,11 @@ func runCopy(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 	if !src.exists {
 		return w.fail(inputError(fmt.Errorf("source %s does not exist", src.spec)))
 	}
-	if err := src.open(ctx, openMode{direct: o.direct}); err != nil {
+	if err := src.open(ctx, openMode{direct: o.direct, nbd: &o.nbd}); err != nil {
 		return w.fail(inputError(fmt.Errorf("source: %w", err)))
 	}
 	w.src = src
+	w.warnNotes(src)
 
 	// The regions.
 	if regions == nil {
@@ -207,7 +214,7 @@ func runCopy(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 	for _, msg := range warnings {
 		fmt.Fprintf(e.stderr, "kcopyd: warning: %s\n", msg)
 	}
-	w.rep.Warnings = warnings
+	w.rep.Warnings = append(w.rep.Warnings, warnings...)
 	clientClosed = true
 	return w.execute(ctx, client, th, rateContent, dests, segs, total)
 }

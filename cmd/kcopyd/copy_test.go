@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -646,31 +645,8 @@ func TestCopyMountedDevice(t *testing.T) {
 // the export's URL.
 func failingNBD(t *testing.T, data []byte, errOff, errLen int64) string {
 	t.Helper()
-	if _, err := exec.LookPath("nbdkit"); err != nil {
-		t.Skip("nbdkit: not installed")
-	}
-	dir := t.TempDir()
-	file := writeFile(t, dir, "data", data)
-	sock := filepath.Join(dir, "sock")
-	pread := fmt.Sprintf(`if [ $4 -lt %d ] && [ $(($4+$3)) -gt %d ]; then echo "EIO injected" >&2; exit 1; fi; exec dd if=%s skip=$4 count=$3 iflag=skip_bytes,count_bytes status=none`,
-		errOff+errLen, errOff, file)
-	cmd := exec.Command("nbdkit", "-f", "-U", sock, "eval", fmt.Sprintf("get_size=echo %d", len(data)), "pread="+pread)
-	if err := cmd.Start(); err != nil {
-		t.Skipf("nbdkit: %v", err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("nbdkit did not create its socket")
-		}
-	}
-	return "nbd+unix:///?socket=" + sock
+	uri, _ := evalNBD(t, data, [][2]int64{{errOff, errLen}}, nil)
+	return uri
 }
 
 func TestCopyReadError(t *testing.T) {

@@ -31,6 +31,7 @@ type options struct {
 	json                       bool
 	quiet                      bool
 	progressInterval           time.Duration
+	nbd                        nbdOptions
 }
 
 // flagSet names the groups of flags a command takes.
@@ -79,11 +80,13 @@ func (o *options) register(cmd *cobra.Command, fs flagSet) {
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "no progress display and no summary line")
 	f.DurationVar(&o.progressInterval, "progress-interval", 5*time.Second, "interval of plain progress lines when stderr is not a terminal")
 	_ = f.MarkHidden("progress-interval")
+	o.nbd.register(f)
+	cmd.SetUsageTemplate(groupedUsageTemplate)
 }
 
-// check validates flag values and combinations that do not depend on the
-// locations.
-func (o *options) check(cmd *cobra.Command) error {
+// check validates flag values and combinations; specs are the location
+// arguments, which are not opened.
+func (o *options) check(cmd *cobra.Command, specs []string) error {
 	f := cmd.Flags()
 	if o.length.set && o.length.n == 0 {
 		return usageErrorf("--length must be positive")
@@ -119,7 +122,7 @@ func (o *options) check(cmd *cobra.Command) error {
 	if o.progressInterval <= 0 {
 		return usageErrorf("--progress-interval must be positive")
 	}
-	return nil
+	return o.nbd.check(cmd, specs)
 }
 
 // inFlight returns how many jobs may run at once.

@@ -8,12 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/kcopyd/kcopyd/device"
 	"github.com/kcopyd/kcopyd/device/blockdev"
-	"github.com/kcopyd/kcopyd/device/nbd"
 )
 
 // locKind is what a location names.
@@ -42,6 +42,9 @@ type location struct {
 	created bool // this run created the file
 	grown   bool // this run extended the file from size to dev.Size()
 	forced  bool // a block device opened without its exclusive claim because of --force
+	// notes are remarks of the NBD client made while opening (fewer
+	// connections than asked for), to be shown as warnings.
+	notes []string
 }
 
 // urlRE matches the scheme of a URL location.
@@ -93,6 +96,9 @@ type openMode struct {
 	write  bool
 	direct bool // O_DIRECT; never falls back to buffered I/O
 	force  bool // write to a block device even when it is in use
+	// nbd configures the NBD client for URL locations; nil means the
+	// flags' defaults.
+	nbd *nbdOptions
 }
 
 // open opens an existing location. Block devices opened for writing take
@@ -105,7 +111,7 @@ func (l *location) open(ctx context.Context, m openMode) error {
 	)
 	switch l.kind {
 	case locURL:
-		dev, err = openURL(ctx, l.spec, m)
+		dev, l.notes, err = openURL(ctx, l.spec, m)
 	case locBlock:
 		opts := blockdev.Options{ReadOnly: !m.write, Direct: m.direct, Exclusive: m.write}
 		var bd *blockdev.Device
@@ -138,6 +144,11 @@ func (l *location) open(ctx context.Context, m openMode) error {
 
 // openError explains a failed open.
 func (l *location) openError(err error, m openMode) error {
+	if l.kind == locURL {
+		if e := nbdOpenError(l.spec, err); e != nil {
+			return e
+		}
+	}
 	switch {
 	case errors.Is(err, blockdev.ErrBusy):
 		return fmt.Errorf("%s is in use (mounted, part of a device-mapper/LVM/md stack, active swap, or opened exclusively by another process); refusing to write to it (--force overrides): %w", l.spec, err)
@@ -222,18 +233,20 @@ func (l *location) identity() string {
 	return "spec:" + l.spec
 }
 
-// openURL opens a URL location. This is the one place that knows URL
-// schemes.
-func openURL(ctx context.Context, spec string, m openMode) (device.Device, error) {
-	scheme := urlRE.FindStringSubmatch(spec)[1]
+// openURL opens a URL location and returns the remarks the client made
+// while opening it. This is the one place that knows URL schemes. A URL
+// opened for writing that names a read-only export fails with
+// errReadOnlyExport.
+func openURL(ctx context.Context, spec string, m openMode) (device.Device, []string, error) {
+	scheme := strings.ToLower(urlRE.FindStringSubmatch(spec)[1])
 	switch scheme {
 	case "nbd", "nbd+unix", "nbds", "nbds+unix":
 		// --direct does not apply: the client has no page cache.
-		d, err := nbd.Open(ctx, spec, &nbd.Config{ReadOnly: !m.write})
+		d, err := openNBD(ctx, spec, m.nbd, m.write)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return d, nil
+		return d, d.Notes(), nil
 	}
-	return nil, fmt.Errorf("unknown URL scheme %q (kcopyd knows nbd://, nbd+unix://, nbds://, nbds+unix://)", scheme)
+	return nil, nil, fmt.Errorf("unknown URL scheme %q (kcopyd knows nbd://, nbd+unix://, nbds://, nbds+unix://)", scheme)
 }

@@ -133,11 +133,24 @@ func checkOpenedDuplicates(locs []*location) error {
 
 // openForWrite opens every existing destination for writing.
 func (w *writeRun) openForWrite(ctx context.Context, l *location) error {
-	err := l.open(ctx, openMode{write: true, direct: w.o.direct, force: w.o.force})
+	err := l.open(ctx, openMode{write: true, direct: w.o.direct, force: w.o.force, nbd: &w.o.nbd})
 	if err == nil && l.forced {
 		fmt.Fprintf(w.e.stderr, "kcopyd: warning: %s is in use; writing to it anyway (--force)\n", l.spec)
 	}
+	w.warnNotes(l)
 	return err
+}
+
+// warnNotes shows the remarks the NBD client made while opening l as
+// warnings on stderr (unless --quiet) and in the JSON report.
+func (w *writeRun) warnNotes(l *location) {
+	for _, n := range l.notes {
+		msg := l.spec + ": " + n
+		w.rep.Warnings = append(w.rep.Warnings, msg)
+		if !w.o.quiet {
+			fmt.Fprintf(w.e.stderr, "kcopyd: warning: %s\n", msg)
+		}
+	}
 }
 
 // checkAlignment checks the regions against the alignment each device

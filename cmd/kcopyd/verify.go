@@ -26,10 +26,15 @@ The region options are those of "kcopyd copy": --offset (in SOURCE),
 --length (default: to the end of SOURCE), --dest-offset, or --regions FILE
 with "SRC_OFFSET LENGTH DEST_OFFSET" lines.
 
+` + nbdHelp + `
+
 ` + exitStatusHelp
 
 const verifyExample = `  # check a copy
   kcopyd verify disk.img /dev/sdb /dev/sdc
+
+  # compare an image with an NBD export served over TLS
+  kcopyd verify --tls-ca ca.pem disk.img nbds://server/disk
 
   # compare 1GiB at offset 4GiB of a device with the start of a file
   kcopyd verify --offset 4G --length 1G /dev/sdb part.img`
@@ -56,7 +61,7 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 		return w.report(exitUsage, usageErrorf("verify needs a SOURCE and at least one DEST"))
 	}
 	w.rep.Source = args[0]
-	if err := o.check(cmd); err != nil {
+	if err := o.check(cmd, args); err != nil {
 		return w.report(exitUsage, err)
 	}
 	regions, err := o.loadRegions(e.stdin, copyRegions)
@@ -75,17 +80,19 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 	if !src.exists {
 		return w.fail(inputError(fmt.Errorf("source %s does not exist", src.spec)))
 	}
-	if err := src.open(ctx, openMode{direct: o.direct}); err != nil {
+	if err := src.open(ctx, openMode{direct: o.direct, nbd: &o.nbd}); err != nil {
 		return w.fail(inputError(fmt.Errorf("source: %w", err)))
 	}
 	w.src = src
+	w.warnNotes(src)
 	for _, l := range locs {
 		if !l.exists {
 			return w.fail(inputError(fmt.Errorf("destination %s does not exist", l.spec)))
 		}
-		if err := l.open(ctx, openMode{direct: o.direct}); err != nil {
+		if err := l.open(ctx, openMode{direct: o.direct, nbd: &o.nbd}); err != nil {
 			return w.fail(inputError(fmt.Errorf("destination %w", err)))
 		}
+		w.warnNotes(l)
 	}
 	if regions == nil {
 		off := o.offset.n

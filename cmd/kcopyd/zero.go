@@ -28,6 +28,8 @@ Everything is checked and opened before the first write (see "kcopyd copy
 are flushed before success is reported (--no-flush skips this); --verify
 reads them back and checks that they read zeroes.
 
+` + nbdHelp + `
+
 ` + exitStatusHelp
 
 const zeroExample = `  # zero a whole disk, then check it reads zeroes
@@ -35,6 +37,9 @@ const zeroExample = `  # zero a whole disk, then check it reads zeroes
 
   # zero the first 1MiB of two devices
   kcopyd zero --length 1M /dev/sdb /dev/sdc
+
+  # zero an NBD export on a Unix socket, giving up on a server that hangs
+  kcopyd zero --nbd-timeout 1m 'nbd+unix:///?socket=/run/nbd.sock'
 
   # zero 8 sectors at sector 2048 of an image file
   kcopyd zero --offset 2048s --length 8s disk.img`
@@ -60,7 +65,7 @@ func runZero(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 	if len(args) < 1 {
 		return w.report(exitUsage, usageErrorf("zero needs at least one DEST"))
 	}
-	if err := o.check(cmd); err != nil {
+	if err := o.check(cmd, args); err != nil {
 		return w.report(exitUsage, err)
 	}
 	regions, err := o.loadRegions(e.stdin, zeroRegions)
