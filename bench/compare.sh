@@ -127,7 +127,7 @@ if [[ -z $dir ]]; then
 	[[ -n $dir ]] || die "no disk-backed work directory found; use --dir"
 fi
 [[ -d $dir ]] || die "--dir $dir is not a directory"
-fstype=$(stat -f -c %T "$dir")
+fstype=$(findmnt -n -o FSTYPE -T "$dir" 2>/dev/null || stat -f -c %T "$dir")
 [[ $fstype != tmpfs && $fstype != ramfs ]] ||
 	die "--dir $dir is on $fstype: this measures memory, not the disk"
 need=$((size * 6 + 256 * 1048576))
@@ -164,7 +164,7 @@ hr() { printf '%*s\n' 100 '' | tr ' ' -; }
 
 dev=$(df -P "$dir" | awk 'NR==2 {print $1}')
 blk=$(basename "$(realpath "$dev" 2>/dev/null || echo "$dev")")
-sched=$(cat "/sys/block/$blk/queue/scheduler" 2>/dev/null || echo '?')
+sched=$(cat "/sys/block/$blk/queue/scheduler" 2>/dev/null | sed 's/ *$//' || echo '?')
 hr
 echo "kcopyd copy benchmark  $(date -u '+%Y-%m-%d %H:%M UTC')"
 hr
@@ -174,7 +174,8 @@ echo "work dir: $work"
 echo "          $fstype on $dev (scheduler: $sched), $(findmnt -n -o OPTIONS -T "$dir" 2>/dev/null || echo '?')"
 echo "load    : $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min) before the run"
 echo "size    : $size bytes ($(numfmt --to=iec "$size")), $runs run(s) per tool, median shown; MB = 10^6 bytes"
-echo "kcopyd  : $("$KCOPYD" version 2>/dev/null | head -1)"
+echo "kcopyd  : $KCOPYD: $("$KCOPYD" version 2>/dev/null | head -1)"
+[[ -n $kcopyd_bin ]] || echo "          built from $repo at $(git -C "$repo" describe --always --dirty 2>/dev/null || echo '?')"
 printf 'peers   : %s; %s; %s; %s; %s; %s\n' "$(dd --version | head -1)" \
 	"$(have qemu-img && qemu-img --version | head -1 || echo 'qemu-img missing')" \
 	"$(have nbdcopy && nbdcopy --version | head -1 || echo 'nbdcopy missing')" \
