@@ -294,7 +294,9 @@ func TestNBDWriteErrors(t *testing.T) {
 			bad := nbdtest.Nbdkit(t, "--filter=error", "memory", strconv.Itoa(size), "error-pwrite=EIO", "error-pwrite-rate="+tt.rate)
 			good := nbdtest.Nbdkit(t, "memory", strconv.Itoa(size))
 			file := filepath.Join(dir, tt.name)
-			args := []string{"copy", "--create", "--json", "--sub-job-size", "256K"}
+			// 64 chunks: with a 30% error rate, some fail and some succeed
+			// but for a chance below 1e-9.
+			args := []string{"copy", "--create", "--json", "--sub-job-size", "64K"}
 			if tt.ignore {
 				args = append(args, "--ignore-errors")
 			}
@@ -345,8 +347,10 @@ func TestNBDReadErrors(t *testing.T) {
 	t.Run("rate", func(t *testing.T) {
 		s := nbdtest.Nbdkit(t, "--filter=error", "memory", strconv.Itoa(size), "error-pread=EIO", "error-pread-rate=30%")
 		writeExport(t, s.URI, data, 0)
+		// 64 KiB chunks: some of the 64 reads fail but for a chance
+		// below 1e-9.
 		dst := filepath.Join(dir, "rate")
-		r := runCLI(t, "", "copy", "--create", "--json", "--sub-job-size", "256K", s.URI, dst)
+		r := runCLI(t, "", "copy", "--create", "--json", "--sub-job-size", "64K", s.URI, dst)
 		if r.code != exitReadError || !strings.Contains(r.stderr, "read error on "+s.URI) {
 			t.Fatalf("copy from a failing source = %v; want exit 2", r)
 		}
@@ -358,7 +362,7 @@ func TestNBDReadErrors(t *testing.T) {
 		sameBytes(t, "the completed prefix", readFile(t, dst)[:c], data[:c])
 
 		dst2 := filepath.Join(dir, "rate-ignore")
-		r = runCLI(t, "", "copy", "--create", "--json", "--ignore-errors", "--sub-job-size", "256K", s.URI, dst2)
+		r = runCLI(t, "", "copy", "--create", "--json", "--ignore-errors", "--sub-job-size", "64K", s.URI, dst2)
 		if r.code != exitReadError {
 			t.Fatalf("copy --ignore-errors from a failing source = %v; want exit 2", r)
 		}
@@ -703,31 +707,29 @@ func TestNBDTimeouts(t *testing.T) {
 		}
 	})
 	t.Run("connect", func(t *testing.T) {
-		// A listener that accepts and never speaks.
-		sock := filepath.Join(nbdtest.ShortDir(t), "s")
-		l, err := net.Listen("unix", sock)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		go func() {
-			var conns []net.Conn
-			defer func() {
-				for _, c := range conns {
-					c.Close()
-				}
-			}()
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				conns = append(conns, c)
-			}
-		}()
-		r := runWithGuard(t, "copy", "--create", "--nbd-connect-timeout", "300ms", "nbd+unix:///?socket="+sock, dst)
+		uri, _ := silentServer(t)
+		r := runWithGuard(t, "copy", "--create", "--nbd-connect-timeout", "300ms", uri, dst)
 		if r.code != exitUsage || !strings.Contains(r.stderr, "no answer within --nbd-connect-timeout") {
 			t.Errorf("copy from a silent server = %v; want exit 1 naming --nbd-connect-timeout", r)
+		}
+	})
+	t.Run("interrupted while connecting", func(t *testing.T) {
+		uri, accepted := silentServer(t)
+		src := writeFile(t, dir, "src", randomBytes(56, 1<<20))
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		done := make(chan result, 1)
+		go func() { done <- runCLIContext(t, ctx, "", "copy", "--json", src, uri) }()
+		<-accepted
+		cancel()
+		var r result
+		select {
+		case r = <-done:
+		case <-time.After(hangGuard):
+			t.Fatalf("kcopyd did not end within %v after it was interrupted", hangGuard)
+		}
+		if r.code != exitInterrupted || !parseReport(t, r).Interrupted {
+			t.Errorf("copy interrupted while connecting = %v; want exit 130", r)
 		}
 	})
 	t.Run("io", func(t *testing.T) {
@@ -740,6 +742,44 @@ func TestNBDTimeouts(t *testing.T) {
 	if r := runCLI(t, "", "copy", "--nbd-timeout", "-1s", "a", "b"); r.code != exitUsage {
 		t.Errorf("--nbd-timeout -1s = %v; want exit 1", r)
 	}
+}
+
+// silentServer listens on a Unix socket, accepts connections and never
+// says anything. It returns the location and a channel that is closed on
+// the first connection.
+func silentServer(t *testing.T) (string, <-chan struct{}) {
+	t.Helper()
+	sock := filepath.Join(nbdtest.ShortDir(t), "s")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			if conns == nil {
+				close(accepted)
+			}
+			conns = append(conns, c)
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		<-stopped
+	})
+	return "nbd+unix:///?socket=" + sock, accepted
 }
 
 // runWithGuard runs the command in-process and fails the test if it does

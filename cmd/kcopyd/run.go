@@ -42,9 +42,14 @@ type writeRun struct {
 
 // fail ends a command that wrote nothing: undoes created and grown files,
 // closes everything and returns err as an exitUsage error (with JSON under
-// --json).
+// --json), or as exitInterrupted when err comes from the command's
+// context being canceled (a signal while connecting to an NBD server).
 func (w *writeRun) fail(err error) error {
 	w.closeAll(true)
+	if errors.Is(err, context.Canceled) {
+		w.rep.Interrupted = true
+		return w.report(exitInterrupted, err)
+	}
 	return w.report(exitUsage, err)
 }
 
