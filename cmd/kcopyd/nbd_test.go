@@ -430,6 +430,24 @@ func TestNBDWriteErrorRanges(t *testing.T) {
 	}
 	sameBytes(t, "the failing destination's file", readFile(t, backing), exp)
 	sameBytes(t, "the healthy file destination", readFile(t, file), data)
+
+	// Without --ignore-errors the destination is dropped at its first
+	// failed chunk; the other one still completes.
+	if err := os.WriteFile(backing, old, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	file2 := filepath.Join(dir, "copy2")
+	r = runCLI(t, "", "copy", "--create", "--json", "--sub-job-size", "256K", src, uri, file2)
+	if r.code != exitWriteError || !strings.Contains(r.stderr, "copy failed on "+uri+"; completed on "+file2) {
+		t.Fatalf("copy without --ignore-errors = %v; want exit 3 naming the failing destination", r)
+	}
+	rep = parseReport(t, r)
+	if d := rep.Destinations[0]; d.Error == nil || len(d.FailedRanges) == 0 || d.FailedRanges[0] != [2]int64{1 << 20, 256 << 10} {
+		t.Errorf("failing destination in the report: %+v; want an error and the failed chunk [%d, +%d)", d, 1<<20, 256<<10)
+	}
+	got := readFile(t, backing)
+	sameBytes(t, "the failing destination before its first failed chunk", got[:1<<20], data[:1<<20])
+	sameBytes(t, "the healthy file destination", readFile(t, file2), data)
 }
 
 func TestNBDDelay(t *testing.T) {
