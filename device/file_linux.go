@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"sync"
 	"sync/atomic"
 	"unsafe"
 
@@ -65,6 +66,17 @@ type File struct {
 	// Discard then fails with ErrNotSupported at once.
 	punchUnsupported atomic.Bool
 	closed           atomic.Bool
+
+	// bufferedWrites is true without Direct. Buffered writes to one file
+	// take the inode's lock exclusively in the kernel (ext4, xfs), so
+	// parallel writers gain nothing; on few cores their optimistic
+	// spinning on that lock cost up to four times the CPU of the copy
+	// itself (measured: 4.6 s of system time for 1 GiB with 8 writers,
+	// 1.0 s serialized). wmu serializes them here, where a waiting
+	// goroutine parks instead of spinning. Reads, and O_DIRECT writes,
+	// which ext4 runs in parallel, are not serialized.
+	bufferedWrites bool
+	wmu            sync.Mutex
 }
 
 const (
@@ -172,6 +184,7 @@ func newFile(path string, fd *os.File, o FileOptions) (*File, error) {
 		f.limits.MaxDiscard = max(f.size, 1)
 	}
 	if !o.Direct {
+		f.bufferedWrites = true
 		return f, nil
 	}
 	memAlign, offAlign, err := dioAlign(fd, st.Blksize)
@@ -328,6 +341,10 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	}
 	if len(p) == 0 {
 		return 0, nil
+	}
+	if f.bufferedWrites {
+		f.wmu.Lock()
+		defer f.wmu.Unlock()
 	}
 	head, _ := f.split(off, int64(len(p)))
 	n, err := f.f.WriteAt(p[:head], off)
