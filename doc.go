@@ -51,9 +51,10 @@
 // Without IgnoreError, the first read or write error stops the dispatch of
 // new chunks; chunks in flight finish, the rest is not touched, and
 // JobError.Completed says how many bytes from the start are known to be
-// copied. With IgnoreError every chunk is tried; a source range that cannot
-// be read is retried block by block and only the unreadable blocks are
-// written as zeroes, each reported in JobError.ReadRanges.
+// copied. With IgnoreError every chunk is tried; a chunk whose read fails
+// is re-read block by block, a block that fails twice is unreadable, and
+// only the unreadable blocks are written as zeroes, each reported in
+// JobError.ReadRanges.
 //
 // # Sequential writes
 //

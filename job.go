@@ -37,7 +37,9 @@ const (
 	// IgnoreError keeps a job going after errors: every chunk is tried,
 	// and a source range that cannot be read is written to the
 	// destinations as zeroes (the kernel's behaviour) and reported in
-	// JobError.ReadRanges, to the block (4 KiB or the device's block).
+	// JobError.ReadRanges, to the block (4 KiB or the device's block):
+	// a chunk whose read fails is re-read block by block, and a block is
+	// unreadable when it fails twice.
 	// Dangerous: the destinations then differ from the source.
 	IgnoreError Flags = 1 << iota
 

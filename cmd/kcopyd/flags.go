@@ -11,6 +11,13 @@ import (
 
 // options holds the flags of copy, zero and verify; each command registers
 // the subset that applies to it.
+// defaultSubJobSize is the command's chunk size: 1 MiB, the kernel's
+// largest sub-job (the library keeps the kernel's default, 512 KiB). Each
+// request costs a context switch and a device doorbell; on 1 GiB with
+// O_DIRECT, 1 MiB chunks took 0.65-0.80 s of CPU against 1.04-1.33 s for
+// 512 KiB, for 18 MiB of peak memory instead of 14 (bench/README.md).
+const defaultSubJobSize = 1 << 20
+
 type options struct {
 	offset, length, destOffset sizeFlag
 	regionsFile                string
@@ -58,7 +65,7 @@ func (o *options) register(cmd *cobra.Command, fs flagSet) {
 		f.StringVar(&o.regionsFile, "regions", "", "zero the regions listed in `FILE` (- = stdin), one \"OFFSET LENGTH\" per line")
 	}
 	f.IntVarP(&o.jobs, "jobs", "j", defaultJobs, "at most `N` regions in flight")
-	f.Var(&o.subJobSize, "sub-job-size", "engine chunk `SIZE`, a multiple of 4KiB from 4KiB to 64MiB (default 512KiB)")
+	f.Var(&o.subJobSize, "sub-job-size", "engine chunk `SIZE`, a multiple of 4KiB from 4KiB to 64MiB (default 1MiB)")
 	f.BoolVar(&o.direct, "direct", false, "open every location with O_DIRECT (fails if a device or file system refuses it)")
 	if fs.write {
 		f.IntVar(&o.throttle, "throttle", 100, "let kcopyd use the disks at most `PERCENT` of the time (1..100; 100 = no limit)")
@@ -109,6 +116,8 @@ func (o *options) check(cmd *cobra.Command, specs []string) error {
 		if n < 4096 || n > 64<<20 || n%4096 != 0 {
 			return usageErrorf("--sub-job-size must be a multiple of 4KiB between 4KiB and 64MiB, got %d", n)
 		}
+	} else {
+		o.subJobSize.n = defaultSubJobSize
 	}
 	if o.sparse && o.noSparse {
 		return usageErrorf("--sparse and --no-sparse cannot be combined")

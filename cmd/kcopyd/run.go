@@ -387,12 +387,7 @@ func (w *writeRun) verifyDests(ctx context.Context, dests []*dest, prog progress
 	return srcErr
 }
 
-func (w *writeRun) chunkSize() int64 {
-	if w.o.subJobSize.set {
-		return w.o.subJobSize.n
-	}
-	return kcopyd.DefaultSubJobSize
-}
+func (w *writeRun) chunkSize() int64 { return w.o.subJobSize.n }
 
 // conclude prints the outcome, fills the JSON report and returns the
 // result.

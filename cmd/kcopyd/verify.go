@@ -12,7 +12,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/kcopyd/kcopyd"
 	"github.com/kcopyd/kcopyd/device"
 )
 
@@ -145,11 +144,7 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 			}
 		}
 	}()
-	chunk := int64(kcopyd.DefaultSubJobSize)
-	if o.subJobSize.set {
-		chunk = o.subJobSize.n
-	}
-	res, srcErr := compareRegions(ctx, src.dev, devs, idx, regions, chunk, o.jobs, &counter)
+	res, srcErr := compareRegions(ctx, src.dev, devs, idx, regions, o.subJobSize.n, o.jobs, &counter)
 	close(stopTick)
 	<-tickDone
 	prog.stop()
@@ -172,7 +167,7 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 			id := false
 			jd.Identical = &id
 			if !o.json {
-				fmt.Fprintf(e.stdout, "%s: differs: first differing byte at offset %d; %s\n", l.spec, c.first, chunksText(c.chunks, chunk))
+				fmt.Fprintf(e.stdout, "%s: differs: first differing byte at offset %d; %s\n", l.spec, c.first, chunksText(c.chunks, o.subJobSize.n))
 			}
 		case srcErr == nil && ctx.Err() == nil:
 			id := true

@@ -76,9 +76,10 @@ type Request struct {
 	// are written from memory.
 	Native bool
 
-	// Salvage, for OpRead, re-reads a failed region block by block so that
-	// only the blocks that cannot be read are zero-filled and reported in
-	// Bad. Without it a failed read zero-fills the whole buffer.
+	// Salvage, for OpRead, re-reads a failed region block by block, each
+	// failing block twice, so that only the blocks that cannot be read
+	// are zero-filled and reported in Bad. Without it a failed read
+	// zero-fills the whole buffer.
 	Salvage bool
 
 	// Notify runs once, on an I/O goroutine, when every region is done. It
@@ -226,7 +227,9 @@ func read(r *Request, reg Region) error {
 	for o := int64(0); o < reg.Len; {
 		// The first block ends on a block boundary of the device.
 		n := min(bs-(reg.Off+o)%bs, reg.Len-o)
-		if readAll(reg.Dev, buf[o:o+n], reg.Off+o) != nil {
+		// A block counts as unreadable only when a second try fails
+		// too, so one transient error does not zero good data.
+		if readAll(reg.Dev, buf[o:o+n], reg.Off+o) != nil && readAll(reg.Dev, buf[o:o+n], reg.Off+o) != nil {
 			clear(buf[o : o+n])
 			if k := len(r.Bad); k > 0 && r.Bad[k-1].Off+r.Bad[k-1].Len == reg.Off+o {
 				r.Bad[k-1].Len += n
