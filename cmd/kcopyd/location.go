@@ -246,6 +246,11 @@ func openURL(ctx context.Context, spec string, m openMode) (device.Device, []str
 		if err != nil {
 			return nil, nil, err
 		}
+		// The client's notes say it opened fewer connections than
+		// asked for. That is news only when the user asked.
+		if m.nbd == nil || !m.nbd.connectionsSet {
+			return d, nil, nil
+		}
 		return d, d.Notes(), nil
 	}
 	return nil, nil, fmt.Errorf("unknown URL scheme %q (kcopyd knows nbd://, nbd+unix://, nbds://, nbds+unix://)", scheme)

@@ -21,6 +21,7 @@ import (
 // and verify all take them.
 type nbdOptions struct {
 	connections    int
+	connectionsSet bool // --connections was given, not defaulted
 	connectTimeout time.Duration
 	timeout        time.Duration
 	tlsCA          string
@@ -52,8 +53,8 @@ const (
 const nbdHelp = `NBD options: NBD exports are opened by kcopyd's own client (no kernel nbd
 device). A destination export that the server marks read-only is refused
 before anything is written (status 1). --connections N opens N connections
-to each export when the server advertises multi-conn, else one; this and
-any other compromise the client makes is shown as a warning unless --quiet.
+to each export when the server advertises multi-conn, else one (with a
+warning, unless --quiet, when --connections was given).
 nbds:// and nbds+unix:// use TLS and verify the server's certificate
 against --tls-ca FILE (default: the system's roots); --tls-cert and
 --tls-key present a client certificate; --tls-insecure skips the check. The
@@ -86,6 +87,7 @@ func (n *nbdOptions) check(cmd *cobra.Command, specs []string) error {
 	if n.connections < 1 || n.connections > maxConnections {
 		return usageErrorf("--connections must be between 1 and %d, got %d", maxConnections, n.connections)
 	}
+	n.connectionsSet = cmd.Flags().Changed("connections")
 	if n.connectTimeout < 0 {
 		return usageErrorf("--nbd-connect-timeout must not be negative")
 	}

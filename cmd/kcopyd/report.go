@@ -21,10 +21,13 @@ import (
 //     resume. remaining lists, in regions-file syntax, what is left of
 //     every incomplete region.
 //   - destinations[i].failed_ranges: [offset, length] byte pairs in the
-//     destination that do not hold the source's data: ranges whose write
+//     destination known not to hold the source's data: ranges whose write
 //     failed (kcopyd.JobError.WriteRanges) and, under --ignore-errors,
 //     ranges written as zeroes because the source could not be read
-//     (kcopyd.JobError.ReadRanges moved to destination offsets).
+//     (kcopyd.JobError.ReadRanges moved to destination offsets). Without
+//     --ignore-errors a destination is dropped at its first failed write:
+//     it lists that range, and what came after it was never written
+//     (its error is set; see also completed and remaining).
 type jsonReport struct {
 	Command      string     `json:"command"`
 	Source       string     `json:"source,omitempty"`
