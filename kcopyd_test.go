@@ -18,6 +18,7 @@ import (
 	"github.com/kcopyd/kcopyd"
 	"github.com/kcopyd/kcopyd/device"
 	"github.com/kcopyd/kcopyd/device/faultdev"
+	"github.com/kcopyd/kcopyd/internal/testutil"
 )
 
 // TestMain fails the package if any test leaves a goroutine behind: every
@@ -26,20 +27,8 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-func randomBytes(seed uint64, n int) []byte {
-	b := make([]byte, n)
-	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	for i := 0; i+8 <= n; i += 8 {
-		v := r.Uint64()
-		for k := range 8 {
-			b[i+k] = byte(v >> (8 * k))
-		}
-	}
-	for i := n &^ 7; i < n; i++ {
-		b[i] = byte(r.Uint32())
-	}
-	return b
-}
+// randomBytes returns n bytes of seed's deterministic pattern.
+func randomBytes(seed uint64, n int) []byte { return testutil.Pattern(seed, 0, n) }
 
 func newClient(t testing.TB, o *kcopyd.Options) *kcopyd.Client {
 	t.Helper()
@@ -65,17 +54,7 @@ func contents(t testing.TB, d device.Device, off, n int64) []byte {
 }
 
 // firstDiff returns the first offset where a and b differ, or -1.
-func firstDiff(a, b []byte) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	if len(a) != len(b) {
-		return min(len(a), len(b))
-	}
-	return -1
-}
+var firstDiff = testutil.FirstDiff
 
 type result struct {
 	readErr  bool

@@ -23,6 +23,7 @@ import (
 	"testing"
 
 	"github.com/kcopyd/kcopyd/device"
+	"github.com/kcopyd/kcopyd/internal/testutil"
 )
 
 // MinSize is the smallest device the suite accepts: 64 KiB.
@@ -192,17 +193,7 @@ func (tt *tester) fill(seed uint64, off, n int64) []byte {
 
 // firstDiff returns the index of the first byte where a and b differ, or
 // -1 when they are equal.
-func firstDiff(a, b []byte) int {
-	if bytes.Equal(a, b) {
-		return -1
-	}
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	return min(len(a), len(b))
-}
+var firstDiff = testutil.FirstDiff
 
 // pattern returns n deterministic pseudo-random bytes for the device range
 // at off, so that any range can be generated independently.
