@@ -84,36 +84,10 @@ func newCopyCmd(e *env) *cobra.Command {
 
 func runCopy(ctx context.Context, e *env, cmd *cobra.Command, o *options, args []string) error {
 	w := &writeRun{e: e, o: o, verb: "copy", start: time.Now()}
-	if len(args) < 2 {
-		return w.report(exitUsage, usageErrorf("copy needs a SOURCE and at least one DEST"))
-	}
-	w.rep.Source = args[0]
-	if err := o.check(cmd, args); err != nil {
-		return w.report(exitUsage, err)
-	}
-	regions, err := o.loadRegions(e.stdin, copyRegions)
+	regions, locs, src, err := w.openSource(ctx, cmd, args)
 	if err != nil {
-		return w.report(exitUsage, err)
+		return err
 	}
-	locs, err := inspectDests(args[1:])
-	if err != nil {
-		return w.report(exitUsage, err)
-	}
-	w.locs = locs
-
-	// The source.
-	src, err := inspectLocation(args[0])
-	if err != nil {
-		return w.fail(inputError(fmt.Errorf("source %w", err)))
-	}
-	if !src.exists {
-		return w.fail(inputError(fmt.Errorf("source %s does not exist", src.spec)))
-	}
-	if err := src.open(ctx, openMode{direct: o.direct, nbd: &o.nbd}); err != nil {
-		return w.fail(inputError(fmt.Errorf("source: %w", err)))
-	}
-	w.src = src
-	w.warnNotes(src)
 
 	// The regions.
 	if regions == nil {

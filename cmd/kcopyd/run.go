@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/kcopyd/kcopyd"
 	"github.com/kcopyd/kcopyd/device"
 )
@@ -148,6 +150,43 @@ func (w *writeRun) openForWrite(ctx context.Context, l *location) error {
 
 // warnNotes shows the remarks the NBD client made while opening l as
 // warnings on stderr (unless --quiet) and in the JSON report.
+// openSource does what copy and verify do first: it checks the arguments
+// and options, loads --regions, inspects (without opening) the
+// destinations and opens the source. On failure it has reported the
+// error, and returns the error for the command to return.
+func (w *writeRun) openSource(ctx context.Context, cmd *cobra.Command, args []string) ([]region, []*location, *location, error) {
+	o := w.o
+	if len(args) < 2 {
+		return nil, nil, nil, w.report(exitUsage, usageErrorf("%s needs a SOURCE and at least one DEST", w.verb))
+	}
+	w.rep.Source = args[0]
+	if err := o.check(cmd, args); err != nil {
+		return nil, nil, nil, w.report(exitUsage, err)
+	}
+	regions, err := o.loadRegions(w.e.stdin, copyRegions)
+	if err != nil {
+		return nil, nil, nil, w.report(exitUsage, err)
+	}
+	locs, err := inspectDests(args[1:])
+	if err != nil {
+		return nil, nil, nil, w.report(exitUsage, err)
+	}
+	w.locs = locs
+	src, err := inspectLocation(args[0])
+	if err != nil {
+		return nil, nil, nil, w.fail(inputError(fmt.Errorf("source %w", err)))
+	}
+	if !src.exists {
+		return nil, nil, nil, w.fail(inputError(fmt.Errorf("source %s does not exist", src.spec)))
+	}
+	if err := src.open(ctx, openMode{direct: o.direct, nbd: &o.nbd}); err != nil {
+		return nil, nil, nil, w.fail(inputError(fmt.Errorf("source: %w", err)))
+	}
+	w.src = src
+	w.warnNotes(src)
+	return regions, locs, src, nil
+}
+
 func (w *writeRun) warnNotes(l *location) {
 	for _, n := range l.notes {
 		msg := l.spec + ": " + n
