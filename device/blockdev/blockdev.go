@@ -401,6 +401,22 @@ func (d *Device) Limits() device.Limits { return d.limits }
 // Info returns what the kernel reports about the device.
 func (d *Device) Info() Info { return d.info }
 
+// checkWrite validates a write-like request of length bytes at off: the
+// device must be open and writable, and the range inside it and aligned.
+// It returns an *device.IOError for op, or nil. Called with d.mu held.
+func (d *Device) checkWrite(op device.Op, off, length int64) error {
+	if d.mu.closed {
+		return d.ioError(op, off, length, device.ErrClosed)
+	}
+	if d.readOnly {
+		return d.ioError(op, off, length, device.ErrReadOnly)
+	}
+	if err := device.CheckRange(off, length, d.size, d.limits.OffsetAlign); err != nil {
+		return d.ioError(op, off, length, err)
+	}
+	return nil
+}
+
 func (d *Device) ioError(op device.Op, off, length int64, err error) error {
 	return &device.IOError{Op: op, Dev: d.path, Off: off, Len: length, Err: err}
 }
@@ -479,14 +495,8 @@ func (d *Device) ReadAt(p []byte, off int64) (int, error) {
 func (d *Device) WriteAt(p []byte, off int64) (int, error) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	if d.mu.closed {
-		return 0, d.ioError(device.OpWrite, off, int64(len(p)), device.ErrClosed)
-	}
-	if d.readOnly {
-		return 0, d.ioError(device.OpWrite, off, int64(len(p)), device.ErrReadOnly)
-	}
-	if err := device.CheckRange(off, int64(len(p)), d.size, d.limits.OffsetAlign); err != nil {
-		return 0, d.ioError(device.OpWrite, off, int64(len(p)), err)
+	if err := d.checkWrite(device.OpWrite, off, int64(len(p))); err != nil {
+		return 0, err
 	}
 	if err := d.checkAlign(p, off); err != nil {
 		return 0, d.ioError(device.OpWrite, off, int64(len(p)), err)
@@ -530,14 +540,8 @@ func (d *Device) pwriteAll(op device.Op, p []byte, off int64) error {
 func (d *Device) WriteZeroes(off, length int64) error {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	if d.mu.closed {
-		return d.ioError(device.OpWriteZeroes, off, length, device.ErrClosed)
-	}
-	if d.readOnly {
-		return d.ioError(device.OpWriteZeroes, off, length, device.ErrReadOnly)
-	}
-	if err := device.CheckRange(off, length, d.size, d.limits.OffsetAlign); err != nil {
-		return d.ioError(device.OpWriteZeroes, off, length, err)
+	if err := d.checkWrite(device.OpWriteZeroes, off, length); err != nil {
+		return err
 	}
 	lbs := int64(d.limits.LogicalBlockSize)
 	start := (off + lbs - 1) / lbs * lbs
@@ -580,14 +584,8 @@ func (d *Device) writeZeroBytes(off, length int64) error {
 func (d *Device) Discard(off, length int64) error {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	if d.mu.closed {
-		return d.ioError(device.OpDiscard, off, length, device.ErrClosed)
-	}
-	if d.readOnly {
-		return d.ioError(device.OpDiscard, off, length, device.ErrReadOnly)
-	}
-	if err := device.CheckRange(off, length, d.size, d.limits.OffsetAlign); err != nil {
-		return d.ioError(device.OpDiscard, off, length, err)
+	if err := d.checkWrite(device.OpDiscard, off, length); err != nil {
+		return err
 	}
 	lbs := int64(d.limits.LogicalBlockSize)
 	start := (off + lbs - 1) / lbs * lbs
