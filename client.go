@@ -3,6 +3,7 @@ package kcopyd
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
 	"sync"
 
 	"github.com/kcopyd/kcopyd/internal/bufpool"
@@ -100,7 +101,6 @@ type Client struct {
 	exited chan struct{} // closed when the worker returns
 
 	closeOnce sync.Once
-	closeErr  error
 
 	// mu guards the job lists and the counters below it. It is held only
 	// for list operations, never across I/O or callbacks.
@@ -112,6 +112,7 @@ type Client struct {
 		closed                         bool
 		passStarted, passDone          uint64
 		passCond                       sync.Cond
+		panicked                       error // the first callback panic, for Close
 	}
 }
 
@@ -323,8 +324,11 @@ func (c *Client) Drain(ctx context.Context) error {
 // Close stops accepting jobs, waits for every accepted job and every
 // prepared callback to complete (a prepared handle that is never fired
 // makes it wait forever, as in the kernel), then stops the client's
-// goroutines. It is safe to call more than once; later calls wait for the
-// first and return its result. Calling it from a callback deadlocks.
+// goroutines. It returns nil, or a *CallbackPanicError when a callback
+// panicked during the client's life (the panic was recovered on the worker
+// and the client went on). It is safe to call more than once; later calls
+// wait for the first and return its result. Calling it from a callback
+// deadlocks.
 func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
 		c.mu.Lock()
@@ -341,7 +345,28 @@ func (c *Client) Close() error {
 			panic(fmt.Sprintf("kcopyd: %d bytes of buffer still in use at Close", s.InUse))
 		}
 	})
-	return c.closeErr
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mu.panicked
+}
+
+// call runs a callback on the worker. A callback that panics is a bug in
+// the caller's code, but it must not take the engine down with it half way
+// through a pass (buffers out, jobs unfinished, Close hanging): the panic
+// is recovered, the job still counts as done, and the first panic is
+// returned by Close as a *CallbackPanicError with its stack.
+func (c *Client) call(fn func()) {
+	defer func() {
+		if v := recover(); v != nil {
+			err := &CallbackPanicError{Value: v, Stack: debug.Stack()}
+			c.mu.Lock()
+			if c.mu.panicked == nil {
+				c.mu.panicked = err
+			}
+			c.mu.Unlock()
+		}
+	}()
+	fn()
 }
 
 // jobList is an intrusive FIFO of jobs.

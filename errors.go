@@ -45,6 +45,12 @@ var (
 
 	// ErrBadFlags is returned when flags has bits that are not defined.
 	ErrBadFlags = errors.New("kcopyd: unknown flags")
+
+	// ErrBadLimits is returned when a device's Limits contradict each
+	// other so that no request could be issued to it: a MaxTransfer or
+	// MaxWriteZeroes smaller than its OffsetAlign. It is a bug in the
+	// device's implementation.
+	ErrBadLimits = errors.New("kcopyd: device limits allow no request")
 )
 
 // ErrReported is the Read error of the *JobError that a prepared callback
@@ -133,4 +139,23 @@ func (e *JobError) Unwrap() []error {
 		errs = append(errs, e.Canceled)
 	}
 	return errs
+}
+
+// CallbackPanicError is returned by Client.Close when a job's callback (or
+// a prepared callback) panicked. The worker recovered the panic, counted the
+// job as done and went on; Value is what the callback panicked with and
+// Stack where. Only the first panic is kept.
+type CallbackPanicError struct {
+	Value any
+	Stack []byte
+}
+
+func (e *CallbackPanicError) Error() string {
+	return fmt.Sprintf("kcopyd: a callback panicked: %v", e.Value)
+}
+
+// Unwrap returns the panic value when it is an error.
+func (e *CallbackPanicError) Unwrap() error {
+	err, _ := e.Value.(error)
+	return err
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/kcopyd/kcopyd/device"
 	"github.com/kcopyd/kcopyd/internal/dmio"
+	"github.com/kcopyd/kcopyd/internal/invariants"
 )
 
 // Region is a byte range of a device: Len bytes starting at byte Off.
@@ -86,6 +87,7 @@ type Job struct {
 	zero   bool // a Zero job
 	native bool // Zero job (or DetectZeroes): every destination has native write-zeroes
 	length int64
+	chunk  int64 // bytes per chunk: the sub-job size, or nativeZeroChunk
 	src    Region
 	ndest  int
 	dests  [MaxRegions]Region
@@ -97,21 +99,27 @@ type Job struct {
 	seqStop   atomic.Int64 // WriteSeq: lowest chunk that will never be written; chunks above it are dropped
 	stopped   atomic.Bool  // dispatch stopped by an error or the context
 	progress  atomic.Int64 // bytes of chunks written to every destination
+	issuedTo  int64        // invariants: end of the last chunk whose first I/O was issued; worker only
 	stopCtx   func() bool  // unregisters the context wake
 
+	// mu guards the dispatch cursor and the job's outcome. Chunks are
+	// assigned and queued under it, so a job's chunks enter the client's
+	// lists in ascending order whichever goroutine assigns them. Its size
+	// does not grow with the job: the complete prefix is derived from the
+	// cursor and the lowest chunk that failed, and failed ranges are
+	// merged on insert and bounded (MaxRanges).
 	mu struct {
 		sync.Mutex
-		next     int64           // offset of the next chunk to dispatch
-		slots    int             // sub-jobs still running
-		prefix   int64           // chunks complete without error from 0 to prefix
-		failedAt int64           // offset of the first chunk that did not complete; -1 if none
-		ahead    map[int64]int64 // complete chunks past the prefix: offset to length
-		readErr  error
-		readBad  []Range
-		writes   [MaxRegions]error
-		wranges  [MaxRegions][]Range
-		mask     uint64
-		canceled error
+		next       int64 // offset of the next chunk to dispatch
+		lastQueued int64 // invariants: offset of the last chunk queued; -1 before the first
+		slots      int   // sub-jobs still running
+		failedAt   int64 // offset of the lowest chunk that did not complete; -1 if none
+		readErr    error
+		readBad    rangeSet
+		writes     [MaxRegions]error
+		wranges    [MaxRegions]rangeSet
+		mask       uint64
+		canceled   error
 	}
 
 	done chan struct{}
@@ -231,6 +239,9 @@ func (c *Client) validate(src *Region, dests []Region, flags Flags) error {
 		if size := r.Dev.Size(); r.Off < 0 || r.Len < 0 || r.Off > size || r.Len > size-r.Off {
 			return fmt.Errorf("%w: %s [%d, +%d) on %s of %d bytes", ErrOutOfRange, what(i), r.Off, r.Len, device.Name(r.Dev), size)
 		}
+		if err := dmio.CheckLimits(r.Dev); err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrBadLimits, what(i), err)
+		}
 		if a := int64(device.LimitsOf(r.Dev).OffsetAlign); a > 1 {
 			// An unaligned length is allowed when it ends at the end of
 			// the device (device.Device's contract).
@@ -285,19 +296,27 @@ func (c *Client) submit(ctx context.Context, src *Region, dests []Region, flags 
 	} else {
 		t.zero = true
 	}
-	t.mu.failedAt = -1
+	t.mu.failedAt, t.mu.lastQueued = -1, -1
 	t.seqStop.Store(math.MaxInt64)
 	if ctx.Done() != nil {
 		t.stopCtx = context.AfterFunc(ctx, c.wake)
 	}
 
+	t.chunk = c.subJob
+	if t.zero && t.native && c.throttle == nil && flags&WriteSeq == 0 {
+		// Native zeroing needs no buffer: large requests, as
+		// fallocate(1) and blkdiscard(8) make, instead of thousands.
+		// (Not with WriteSeq: a zoned device's request must not cross a
+		// zone, and sub-jobs are a zone's divisor where it matters.)
+		t.chunk = max(c.subJob, nativeZeroChunk)
+	}
 	t.root.top = t
 	switch {
 	case t.length == 0:
 		// Completes through the callback list, never inline (§8.1).
 		t.root.kind = kindMaster
 		c.push(&c.mu.callbacks, &t.root)
-	case t.length <= c.subJob:
+	case t.length <= t.chunk:
 		t.root.kind = kindUnsplit
 		t.root.init(0, t.length)
 		c.dispatch(&t.root)
@@ -306,13 +325,21 @@ func (c *Client) submit(ctx context.Context, src *Region, dests []Region, flags 
 		t.subs = make([]job, SplitCount)
 		t.mu.slots = SplitCount
 		for i := range t.subs {
-			s := &t.subs[i]
-			s.top, s.kind = t, kindSub
-			c.nextChunk(s)
+			t.subs[i].top, t.subs[i].kind = t, kindSub
+		}
+		for i := range t.subs {
+			c.nextChunk(&t.subs[i])
 		}
 	}
 	return t, nil
 }
+
+// nativeZeroChunk is the chunk size of a Zero job whose destinations all
+// have a native write-zeroes, on a client without a Throttle (which paces
+// chunks, and so keeps them at the sub-job size) and without WriteSeq. It bounds how long one
+// request holds a job's cancellation and progress; dmio splits it further
+// at each device's MaxWriteZeroes.
+const nativeZeroChunk = 128 << 20
 
 // init readies j to move the chunk [rel, rel+n) of its job.
 func (j *job) init(rel, n int64) {
@@ -343,31 +370,43 @@ func (c *Client) dispatch(j *job) {
 // nextChunk gives sub-job s the next chunk of its job, or retires it; the
 // last sub-job to retire queues the master for completion (§2.7, §2.8).
 // It runs in the submitter's goroutine for the first chunks and on the
-// worker after that.
+// worker after that, concurrently; taking the chunk and queueing it under
+// one hold of the job's lock keeps the job's chunks in ascending order on
+// the client's lists. (Taking it under the lock and queueing it after, as
+// the kernel does, let the worker queue chunk k+1 before the submitter
+// queued chunk k; with WriteSeq and one buffer, k+1 then held the buffer
+// waiting for k's write, and k waited for the buffer.)
 func (c *Client) nextChunk(s *job) {
 	t := s.top
 	t.mu.Lock()
-	var rel, n int64
-	ok := t.mu.next < t.length && !t.stopped.Load()
-	if ok && t.ctx.Err() != nil {
+	defer t.mu.Unlock()
+	if t.mu.next < t.length && !t.stopped.Load() && t.ctx.Err() != nil {
 		t.noteCanceledLocked()
-		ok = false
 	}
-	if ok {
-		rel, n = t.mu.next, min(c.subJob, t.length-t.mu.next)
-		t.mu.next += n
-	} else {
+	if t.mu.next >= t.length || t.stopped.Load() {
 		t.mu.slots--
+		if t.mu.slots == 0 {
+			c.push(&c.mu.complete, &t.root)
+		}
+		return
 	}
-	last := !ok && t.mu.slots == 0
-	t.mu.Unlock()
-	switch {
-	case ok:
-		s.init(rel, n)
-		c.dispatch(s)
-	case last:
-		c.push(&c.mu.complete, &t.root)
+	rel, n := t.mu.next, min(t.chunk, t.length-t.mu.next)
+	t.mu.next += n
+	s.init(rel, n)
+	t.queuedLocked(rel)
+	c.dispatch(s)
+}
+
+// queuedLocked checks, when built with the invariants tag, that a job's
+// chunks are queued in ascending order. Called with t.mu held.
+func (t *Job) queuedLocked(rel int64) {
+	if !invariants.Enabled {
+		return
 	}
+	if rel <= t.mu.lastQueued {
+		panic(fmt.Sprintf("kcopyd: invariant: chunk at %d queued after chunk at %d", rel, t.mu.lastQueued))
+	}
+	t.mu.lastQueued = rel
 }
 
 // runPages gets buffers for a chunk; false means none now (§6.2).
@@ -399,8 +438,10 @@ func (c *Client) runIO(j *job) {
 		return
 	}
 	if th := c.throttle; th != nil {
-		if j.op != opWrite {
-			// Data moves once per chunk: count it at the read or the zeroing.
+		// Data moves once per chunk: count it at the read, or at the
+		// zeroing of a Zero job (a DetectZeroes chunk turned into a
+		// zeroing was counted at its read).
+		if j.op == opRead || (j.op == opZero && t.zero) {
 			if err := th.waitBytes(t.ctx, j.n); err != nil {
 				c.drop(j)
 				return
@@ -423,7 +464,27 @@ func (c *Client) runIO(j *job) {
 			r.Regions[i] = dmio.Region{Dev: d.Dev, Off: d.Off + j.rel, Len: j.n}
 		}
 	}
+	if invariants.Enabled {
+		t.checkIssue(j)
+	}
 	c.io.Submit(r)
+}
+
+// checkIssue panics, when built with the invariants tag, if a chunk's
+// first I/O (its read, or a Zero job's zeroing) is issued below one issued
+// before it, or a WriteSeq write out of turn. Called on the worker.
+func (t *Job) checkIssue(j *job) {
+	switch {
+	case j.op == opRead || (j.op == opZero && t.zero):
+		if j.rel < t.issuedTo {
+			panic(fmt.Sprintf("kcopyd: invariant: chunk at %d issued after the chunk ending at %d", j.rel, t.issuedTo))
+		}
+		t.issuedTo = j.rel + j.n
+	case t.flags&WriteSeq != 0:
+		if next := t.nextWrite.Load(); j.rel != next {
+			panic(fmt.Sprintf("kcopyd: invariant: WriteSeq write at %d issued while the next in order is %d", j.rel, next))
+		}
+	}
 }
 
 // drop completes a chunk without (further) I/O: its context is done, or
@@ -518,7 +579,7 @@ func (c *Client) runComplete(j *job) {
 	}
 	switch j.kind {
 	case kindCallback:
-		j.cb(j.cbRead, j.cbMask, callbackErr(j.cbRead, j.cbMask))
+		c.call(func() { j.cb(j.cbRead, j.cbMask, callbackErr(j.cbRead, j.cbMask)) })
 		c.release()
 	case kindSub:
 		j.top.merge(j)
@@ -547,7 +608,7 @@ func (t *Job) merge(j *job) {
 			t.mu.readErr = j.readErr
 		}
 		for _, b := range j.readBad {
-			t.mu.readBad = append(t.mu.readBad, Range(b))
+			t.mu.readBad.add(Range(b))
 		}
 		if t.flags&IgnoreError == 0 {
 			ok = false
@@ -560,7 +621,7 @@ func (t *Job) merge(j *job) {
 				t.mu.writes[i] = err
 			}
 			t.mu.mask |= 1 << i
-			t.mu.wranges[i] = appendRange(t.mu.wranges[i], Range{Off: t.dests[i].Off + j.rel, Len: j.n})
+			t.mu.wranges[i].add(Range{Off: t.dests[i].Off + j.rel, Len: j.n})
 		}
 	}
 	if !ok {
@@ -570,7 +631,6 @@ func (t *Job) merge(j *job) {
 		return
 	}
 	t.progress.Add(j.n)
-	t.advancePrefixLocked(j.rel, j.n)
 }
 
 // noteCanceledLocked records the context's error. Called with t.mu held.
@@ -581,40 +641,18 @@ func (t *Job) noteCanceledLocked() {
 	t.stopped.Store(true)
 }
 
-// advancePrefixLocked records that [rel, rel+n) is complete and extends the
-// complete prefix as far as it now reaches. While one slow chunk holds the
-// prefix back the other sub-jobs go on, so any number of complete chunks
-// can wait ahead of it.
-func (t *Job) advancePrefixLocked(rel, n int64) {
-	if t.mu.failedAt >= 0 && rel > t.mu.failedAt {
-		return // beyond a failure: the prefix can never reach it
+// completedLocked returns the bytes from the start of the job known to be
+// on every destination, once every chunk has been merged. Chunks are
+// dispatched in ascending order and each one dispatched is merged before
+// the job ends, so every chunk below the cursor completed unless it failed:
+// the prefix ends at the lowest failed chunk, or at the cursor. (No record
+// of the chunks that complete past a slow one is needed, so a job's state
+// does not grow with its length.) Called with t.mu held.
+func (t *Job) completedLocked() int64 {
+	if t.mu.failedAt >= 0 {
+		return min(t.mu.failedAt, t.mu.next)
 	}
-	if rel != t.mu.prefix {
-		if t.mu.ahead == nil {
-			t.mu.ahead = make(map[int64]int64)
-		}
-		t.mu.ahead[rel] = n
-		return
-	}
-	t.mu.prefix += n
-	for {
-		l, ok := t.mu.ahead[t.mu.prefix]
-		if !ok {
-			return
-		}
-		delete(t.mu.ahead, t.mu.prefix)
-		t.mu.prefix += l
-	}
-}
-
-// appendRange appends r to rs, merging it with the last range when they
-// touch.
-func appendRange(rs []Range, r Range) []Range {
-	if k := len(rs); k > 0 && rs[k-1].Off+rs[k-1].Len == r.Off {
-		rs[k-1].Len += r.Len
-		return rs
-	}
-	return append(rs, r)
+	return t.mu.next
 }
 
 // finish ends a job on the worker: it builds the result, runs the callback,
@@ -624,19 +662,26 @@ func (c *Client) finish(t *Job) {
 		t.stopCtx()
 	}
 	t.mu.Lock()
+	if invariants.Enabled {
+		for i := range t.subs {
+			if t.subs[i].buf != nil {
+				panic("kcopyd: invariant: a job ended with a sub-job still holding a buffer")
+			}
+		}
+	}
 	var err *JobError
 	if t.mu.readErr != nil || t.mu.mask != 0 || t.mu.canceled != nil {
 		err = &JobError{
 			Read:       t.mu.readErr,
-			ReadRanges: mergeRanges(t.mu.readBad),
+			ReadRanges: t.mu.readBad.list(),
 			Writes:     append([]error(nil), t.mu.writes[:t.ndest]...),
 			Canceled:   t.mu.canceled,
-			Completed:  t.mu.prefix,
+			Completed:  t.completedLocked(),
 			writeMask:  t.mu.mask,
 		}
 		err.WriteRanges = make([][]Range, t.ndest)
 		for i := range t.ndest {
-			err.WriteRanges[i] = mergeRanges(t.mu.wranges[i])
+			err.WriteRanges[i] = t.mu.wranges[i].list()
 		}
 	}
 	t.mu.Unlock()
@@ -646,33 +691,10 @@ func (c *Client) finish(t *Job) {
 		t.err = err
 	}
 	if t.fn != nil {
-		t.fn(readErr, mask, t.err)
+		c.call(func() { t.fn(readErr, mask, t.err) })
 	}
 	close(t.done)
 	c.release()
-}
-
-// mergeRanges sorts ranges (chunks complete out of order) and merges
-// adjacent ones.
-func mergeRanges(rs []Range) []Range {
-	if len(rs) == 0 {
-		return nil
-	}
-	s := append([]Range(nil), rs...)
-	for i := 1; i < len(s); i++ { // few ranges: insertion sort
-		for k := i; k > 0 && s[k].Off < s[k-1].Off; k-- {
-			s[k], s[k-1] = s[k-1], s[k]
-		}
-	}
-	out := s[:1]
-	for _, r := range s[1:] {
-		if last := &out[len(out)-1]; last.Off+last.Len >= r.Off {
-			last.Len = max(last.Off+last.Len, r.Off+r.Len) - last.Off
-		} else {
-			out = append(out, r)
-		}
-	}
-	return out
 }
 
 // Done returns a channel that is closed after the job's callback returned.
