@@ -82,7 +82,8 @@ type Job struct {
 	ctx    context.Context
 	flags  Flags
 	fn     Callback
-	zero   bool // a Zero job
+	zero   bool // no source: a Zero or VerifyZero job
+	verify bool // a Verify or VerifyZero job: reads and compares, writes nothing
 	native bool // Zero job (or DetectZeroes): every destination has native write-zeroes
 	length int64
 	chunk  int64 // bytes per chunk: the sub-job size, or nativeZeroChunk
@@ -118,6 +119,7 @@ type Job struct {
 		wranges    [MaxRegions]rangeSet
 		mask       uint64
 		canceled   error
+		firstDiff  [MaxRegions]int64 // Verify: lowest differing byte per destination; -1 for none
 	}
 
 	done chan struct{}
@@ -142,7 +144,7 @@ func (c *Client) Copy(ctx context.Context, src Region, dests []Region, flags Fla
 	if err := c.validate(&src, dests, flags); err != nil {
 		return nil, err
 	}
-	return c.submit(ctx, &src, dests, flags, fn)
+	return c.submit(ctx, &src, dests, flags, fn, false)
 }
 
 // Zero makes every region of dests (1 to MaxRegions, all of one length)
@@ -154,7 +156,89 @@ func (c *Client) Zero(ctx context.Context, dests []Region, flags Flags, fn Callb
 	if err := c.validate(nil, dests, flags); err != nil {
 		return nil, err
 	}
-	return c.submit(ctx, nil, dests, flags, fn)
+	return c.submit(ctx, nil, dests, flags, fn, false)
+}
+
+// Verify compares src with every region of dests (1 to MaxRegions, each as
+// long as src) and writes nothing. It runs as a copy does, through the same
+// buffers, throttle, cancellation and progress: chunks of half the sub-job
+// size (a chunk's buffer holds the source and one destination's data),
+// SplitCount at a time, in ascending order; each chunk's source is read
+// once and each destination read and compared in turn.
+//
+// The job fails when a destination differs: bit i of writeErr is set, and
+// the *JobError's Writes[i] wraps ErrMismatch (or the read error of
+// destination i), WriteRanges[i] holds the destination byte ranges that
+// differ or could not be read (from the first to the last differing byte
+// of each chunk, so a range may include equal bytes, never the reverse),
+// and FirstDiff[i] the lowest differing byte. A difference never stops
+// the job; a read error does, unless flags has IgnoreError (the only flag
+// Verify takes). Completed is the prefix compared. A job stopped by its
+// context has Canceled set: the regions past Completed were not compared,
+// so such a job must never be taken to say the copies are identical.
+func (c *Client) Verify(ctx context.Context, src Region, dests []Region, flags Flags, fn Callback) (*Job, error) {
+	if err := c.validateVerify(&src, dests, flags); err != nil {
+		return nil, err
+	}
+	return c.submit(ctx, &src, dests, flags, fn, true)
+}
+
+// VerifyZero checks that every region of dests reads as zeroes, as Verify
+// does against a source of zeroes. Its chunks are the sub-job size.
+func (c *Client) VerifyZero(ctx context.Context, dests []Region, flags Flags, fn Callback) (*Job, error) {
+	if err := c.validateVerify(nil, dests, flags); err != nil {
+		return nil, err
+	}
+	return c.submit(ctx, nil, dests, flags, fn, true)
+}
+
+// validateVerify checks a Verify or VerifyZero job: as a copy, with no flag
+// but IgnoreError, and chunks aligned for every device.
+func (c *Client) validateVerify(src *Region, dests []Region, flags Flags) error {
+	if flags&^IgnoreError != 0 {
+		return fmt.Errorf("%w: Verify takes only IgnoreError, got %#x", ErrBadFlags, uint(flags))
+	}
+	if err := c.validate(src, dests, flags); err != nil {
+		return err
+	}
+	chunk := c.verifyChunk(src == nil)
+	check := func(r Region) error {
+		if a := int64(device.LimitsOf(r.Dev).OffsetAlign); a > 1 && chunk%a != 0 {
+			return fmt.Errorf("%w: Verify compares in chunks of %d bytes (half the sub-job size), not a multiple of the %d bytes %s needs: use a larger SubJobSize",
+				ErrAlignment, chunk, a, device.Name(r.Dev))
+		}
+		return nil
+	}
+	if src != nil {
+		if err := check(*src); err != nil {
+			return err
+		}
+	}
+	for _, r := range dests {
+		if err := check(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// verifyChunk returns a Verify job's chunk size: half the sub-job size, so
+// that one buffer holds a chunk of the source and one of a destination, or
+// the sub-job size for VerifyZero, which compares with zeroes.
+func (c *Client) verifyChunk(zero bool) int64 {
+	if zero {
+		return c.subJob
+	}
+	return max(c.subJob/2/4096*4096, min(c.subJob/2, 4096))
+}
+
+// bufLen returns the buffer a chunk of n bytes needs: twice n for Verify
+// (source and destination), else n.
+func (t *Job) bufLen(n int64) int64 {
+	if t.verify && !t.zero {
+		return 2 * n
+	}
+	return n
 }
 
 // validate checks a job's regions and flags. src is nil for Zero.
@@ -223,7 +307,7 @@ func (c *Client) validate(src *Region, dests []Region, flags Flags) error {
 	return nil
 }
 
-func (c *Client) submit(ctx context.Context, src *Region, dests []Region, flags Flags, fn Callback) (*Job, error) {
+func (c *Client) submit(ctx context.Context, src *Region, dests []Region, flags Flags, fn Callback, verify bool) (*Job, error) {
 	if ctx == nil {
 		ctx = context.Background()
 	}
@@ -236,7 +320,7 @@ func (c *Client) submit(ctx context.Context, src *Region, dests []Region, flags 
 	t.native = true
 	for _, d := range dests {
 		l := device.LimitsOf(d.Dev)
-		if l.Zoned == device.ZoneHostManaged {
+		if l.Zoned == device.ZoneHostManaged && !verify {
 			flags |= WriteSeq
 		}
 		t.native = t.native && dmio.CanWriteZeroes(d.Dev)
@@ -250,14 +334,20 @@ func (c *Client) submit(ctx context.Context, src *Region, dests []Region, flags 
 	} else {
 		t.zero = true
 	}
+	t.verify = verify
 	t.mu.failedAt, t.mu.lastQueued = -1, -1
+	for i := range t.mu.firstDiff {
+		t.mu.firstDiff[i] = -1
+	}
 	t.seqStop.Store(math.MaxInt64)
 	if ctx.Done() != nil {
 		t.stopCtx = context.AfterFunc(ctx, c.wake)
 	}
 
 	t.chunk = c.subJob
-	if t.zero && t.native && c.throttle == nil && flags&WriteSeq == 0 {
+	if verify {
+		t.chunk = c.verifyChunk(t.zero)
+	} else if t.zero && t.native && c.throttle == nil && flags&WriteSeq == 0 {
 		// Native zeroing needs no buffer: large requests, as
 		// fallocate(1) and blkdiscard(8) make, instead of thousands.
 		// (Not with WriteSeq: a zoned device's request must not cross a

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"runtime/debug"
 
+	"github.com/kcopyd/kcopyd/device"
 	"github.com/kcopyd/kcopyd/internal/dmio"
 	"github.com/kcopyd/kcopyd/internal/invariants"
 )
@@ -205,9 +206,10 @@ const (
 type op uint8
 
 const (
-	opRead op = iota
-	opWrite
-	opZero
+	opRead  op = iota // read the source chunk
+	opWrite           // write the chunk to every destination
+	opZero            // zero the chunk on every destination
+	opCheck           // Verify: read destination k and compare
 )
 
 // job is one entry of the client's lists: an unsplit job, a sub-job (one
@@ -228,6 +230,8 @@ type job struct {
 	readErr  error
 	readBad  []dmio.Range
 	writeErr [MaxRegions]error
+	differ   [MaxRegions]Range // Verify: differing bytes, relative to the chunk
+	k        int               // Verify: the destination being checked
 
 	req dmio.Request
 
@@ -251,9 +255,13 @@ func (j *job) init(rel, n int64) {
 	j.skipped, j.canceled, j.readErr = false, false, nil
 	j.readBad = j.readBad[:0]
 	j.writeErr = [MaxRegions]error{}
-	if t.zero {
+	j.differ, j.k = [MaxRegions]Range{}, 0
+	switch {
+	case t.verify && t.zero:
+		j.op = opCheck
+	case t.zero:
 		j.op = opZero
-	} else {
+	default:
 		j.op = opRead
 	}
 	if j.req.Notify == nil {
@@ -318,7 +326,7 @@ func (c *Client) runPages(j *job) bool {
 		c.drop(j)
 		return true
 	}
-	b, ok := c.pool.Get(int(j.n))
+	b, ok := c.pool.Get(int(j.top.bufLen(j.n)))
 	if !ok {
 		return false
 	}
@@ -344,7 +352,7 @@ func (c *Client) runIO(j *job) {
 		// Data moves once per chunk: count it at the read, or at the
 		// zeroing of a Zero job (a DetectZeroes chunk turned into a
 		// zeroing was counted at its read).
-		if j.op == opRead || (j.op == opZero && t.zero) {
+		if j.first() {
 			if err := th.waitBytes(t.ctx, j.n); err != nil {
 				c.drop(j)
 				return
@@ -357,6 +365,11 @@ func (c *Client) runIO(j *job) {
 	case opRead:
 		r.Op, r.N, r.Buf, r.Salvage = dmio.OpRead, 1, j.buf, t.flags&IgnoreError != 0
 		r.Regions[0] = dmio.Region{Dev: t.src.Dev, Off: t.src.Off + j.rel, Len: j.n}
+	case opCheck:
+		r.Op, r.N, r.Salvage = dmio.OpRead, 1, false
+		r.Buf = j.buf[t.bufLen(j.n)-j.n:][:j.n]
+		d := t.dests[j.k]
+		r.Regions[0] = dmio.Region{Dev: d.Dev, Off: d.Off + j.rel, Len: j.n}
 	case opWrite, opZero:
 		r.Op, r.N, r.Buf = dmio.OpWrite, t.ndest, j.buf
 		if j.op == opZero {
@@ -373,12 +386,20 @@ func (c *Client) runIO(j *job) {
 	c.io.Submit(r)
 }
 
+// first reports whether j's next I/O is its chunk's first: the source
+// read, or the first and only step of a Zero or VerifyZero chunk. The byte
+// rate is charged there, once per chunk.
+func (j *job) first() bool {
+	t := j.top
+	return j.op == opRead || (t.zero && (j.op == opZero || (j.op == opCheck && j.k == 0)))
+}
+
 // checkIssue panics, when built with the invariants tag, if a chunk's
 // first I/O (its read, or a Zero job's zeroing) is issued below one issued
 // before it, or a WriteSeq write out of turn. Called on the worker.
 func (t *Job) checkIssue(j *job) {
 	switch {
-	case j.op == opRead || (j.op == opZero && t.zero):
+	case j.first():
 		if j.rel < t.issuedTo {
 			panic(fmt.Sprintf("kcopyd: invariant: chunk at %d issued after the chunk ending at %d", j.rel, t.issuedTo))
 		}
@@ -416,6 +437,10 @@ func (j *job) ioDone(r *dmio.Request) {
 				c.push(&c.mu.complete, j)
 				return
 			}
+		} else if t.verify {
+			j.op = opCheck
+			c.push(&c.mu.io, j)
+			return
 		} else if t.flags&(DetectZeroes|SkipZeroes) != 0 && isZero(j.buf) {
 			if t.flags&SkipZeroes != 0 && t.flags&WriteSeq == 0 {
 				j.skipped = true
@@ -430,6 +455,10 @@ func (j *job) ioDone(r *dmio.Request) {
 		}
 		j.op = opWrite
 		c.push(&c.mu.io, j)
+		return
+	}
+	if j.op == opCheck {
+		j.checked(r)
 		return
 	}
 	failed := false
@@ -447,6 +476,66 @@ func (j *job) ioDone(r *dmio.Request) {
 		t.nextWrite.Store(j.rel + j.n)
 	}
 	c.push(&c.mu.complete, j)
+}
+
+// checked records the comparison of destination j.k with the source (or
+// zeroes) and moves on to the next destination, or completes the chunk.
+// It runs on an I/O goroutine.
+func (j *job) checked(r *dmio.Request) {
+	t := j.top
+	if err := r.Errs[0]; err != nil {
+		j.writeErr[j.k] = err
+		if t.flags&IgnoreError == 0 {
+			t.stopped.Store(true)
+		}
+	} else {
+		var want []byte // nil: zeroes
+		if !t.zero {
+			want = j.buf[:j.n]
+		}
+		j.differ[j.k] = diffRange(want, r.Buf)
+	}
+	j.k++
+	if j.k < t.ndest && (j.writeErr[j.k-1] == nil || t.flags&IgnoreError != 0) {
+		t.c.push(&t.c.mu.io, j)
+		return
+	}
+	t.c.push(&t.c.mu.complete, j)
+}
+
+// diffRange returns the range from the first to the last byte in which got
+// differs from want (nil: zeroes), or an empty Range when they are equal.
+func diffRange(want, got []byte) Range {
+	at := func(i int) byte {
+		if want == nil {
+			return 0
+		}
+		return want[i]
+	}
+	first := -1
+	for off := 0; off < len(got) && first < 0; {
+		n := min(len(got)-off, 1<<20)
+		w := dmio.Zeroes(n)
+		if want != nil {
+			w = want[off : off+n]
+		}
+		if !bytes.Equal(w, got[off:off+n]) {
+			for i := off; first < 0; i++ {
+				if got[i] != at(i) {
+					first = i
+				}
+			}
+		}
+		off += n
+	}
+	if first < 0 {
+		return Range{}
+	}
+	last := len(got) - 1
+	for got[last] == at(last) {
+		last--
+	}
+	return Range{Off: int64(first), Len: int64(last - first + 1)}
 }
 
 // neverWritten records, for WriteSeq, that chunk rel will not be written,
@@ -526,6 +615,17 @@ func (t *Job) merge(j *job) {
 			t.mu.mask |= 1 << i
 			t.mu.wranges[i].add(Range{Off: t.dests[i].Off + j.rel, Len: j.n})
 		}
+		if d := j.differ[i]; d.Len > 0 {
+			off := t.dests[i].Off + j.rel + d.Off
+			if t.mu.writes[i] == nil {
+				t.mu.writes[i] = fmt.Errorf("%w: destination %d (%s)", ErrMismatch, i, device.Name(t.dests[i].Dev))
+			}
+			if t.mu.firstDiff[i] < 0 || off < t.mu.firstDiff[i] {
+				t.mu.firstDiff[i] = off
+			}
+			t.mu.mask |= 1 << i
+			t.mu.wranges[i].add(Range{Off: off, Len: d.Len})
+		}
 	}
 	if !ok {
 		if t.mu.failedAt < 0 || j.rel < t.mu.failedAt {
@@ -581,6 +681,9 @@ func (c *Client) finish(t *Job) {
 			Canceled:   t.mu.canceled,
 			Completed:  t.completedLocked(),
 			writeMask:  t.mu.mask,
+		}
+		if t.verify {
+			err.FirstDiff = append([]int64(nil), t.mu.firstDiff[:t.ndest]...)
 		}
 		err.WriteRanges = make([][]Range, t.ndest)
 		for i := range t.ndest {
