@@ -33,10 +33,12 @@
 // zeroes a range natively, Discarder trims it, Flusher makes completed
 // writes durable, Extenter tells data from holes so that sparse copies stay
 // sparse, and Identifier tells whether two handles are the same storage,
-// so that overlapping copies can be refused; Placer extends that to a
-// device that is a window onto a larger store, such as a partition of a
-// disk. Wrapper lets IdentityOf and PlacementOf look through devices that
-// wrap others.
+// so that overlapping copies can be refused; RangeCopier copies a range
+// from another device inside the kernel (reflink, copy_file_range), with
+// ErrNotSupported telling the caller to copy through memory instead; Placer
+// extends that to a device that is a window onto a larger store, such as a
+// partition of a disk. Wrapper lets IdentityOf and PlacementOf look
+// through devices that wrap others.
 //
 // # Errors
 //

@@ -54,7 +54,7 @@ type FileOptions struct {
 // the file's size when it was opened; File never grows or shrinks the file.
 //
 // File implements Device, Limiter, WriteZeroer, Discarder, Flusher,
-// Extenter, Identifier and fmt.Stringer.
+// Extenter, Identifier, RangeCopier and fmt.Stringer.
 //
 // Under FileOptions.Direct, off, len(p) and the address of p must follow
 // Limits().OffsetAlign and MemAlign, with one exception: a request whose
@@ -94,6 +94,15 @@ type File struct {
 
 	// writeBehind is FileOptions.WriteBehind for buffered writes, else 0.
 	writeBehind int64
+
+	// fsDev and blksize are the file's st_dev and st_blksize, for
+	// CopyRange: a reflink needs both files on one filesystem and
+	// block-aligned ranges.
+	fsDev   uint64
+	blksize int64
+	// copyModes maps the st_dev of a CopyRange source to the *atomic.Int32
+	// copy mode (copyClone, copyCFR or copyNone) to try first for it.
+	copyModes sync.Map
 }
 
 const (
@@ -110,6 +119,7 @@ var (
 	_ Flusher      = (*File)(nil)
 	_ Extenter     = (*File)(nil)
 	_ Identifier   = (*File)(nil)
+	_ RangeCopier  = (*File)(nil)
 	_ fmt.Stringer = (*File)(nil)
 )
 
@@ -192,6 +202,8 @@ func newFile(path string, fd *os.File, o FileOptions) (*File, error) {
 		path:     path,
 		size:     st.Size,
 		identity: fmt.Sprintf("file:%d:%d", st.Dev, st.Ino),
+		fsDev:    st.Dev,
+		blksize:  max(st.Blksize, 512),
 		readOnly: o.ReadOnly,
 		f:        fd,
 		limits:   Limits{LogicalBlockSize: 1},
