@@ -107,7 +107,7 @@ avail=$(df -P -B1 "$dir" | awk 'NR==2 {print $4}')
 ((avail >= need)) || die "$dir has $((avail >> 20)) MiB free; need $((need >> 20)) MiB (8 x SIZE)"
 work=$(mktemp -d "$dir/kcopyd-bench.XXXXXX")
 
-declare -A SERVER # socket -> nbdkit pid
+declare -A SERVER=() # socket -> nbdkit pid
 LOOPS=()
 cleanup() {
 	local rc=$? s l
@@ -184,7 +184,7 @@ sync "$SRC"
 # function (returns non-zero when the output is wrong) and a post function.
 # Commands run under bash -c with the exported variables.
 declare -a TOOLS=()
-declare -A T CPU RSS NOTE KIND ROWS
+declare -A T=() CPU=() RSS=() NOTE=() KIND=() ROWS=()
 failures=0
 add() { # case name kind cmd prep check [post]
 	TOOLS+=("$1"$'\x1f'"$2"$'\x1f'"$3"$'\x1f'"$4"$'\x1f'"$5"$'\x1f'"$6"$'\x1f'"${7:-true}")
@@ -378,7 +378,7 @@ teardown() { # after each case: servers, loops, files
 # ---------------------------------------------------------------- accuracy
 # io_ticks (ms the device had I/O in flight) of a block device.
 io_ticks() { awk '{print $10}' "/sys/block/${1#/dev/}/stat"; }
-declare -A ACC # name -> "measured|target|ok"
+declare -A ACC=() # name -> "measured|target|ok"
 measure_throttle() {
 	cp --reflink=never "$SRC" "$work/loopsrc"
 	fallocate -l "$size" "$work/loopdst"
