@@ -480,8 +480,8 @@ for cs in "${cases[@]}"; do
 		cpu=$(tr ' ' '\n' <<<"${CPU[$key]}" | sed '/^$/d' | median)
 		ratio=–
 		[[ -z $best ]] || ratio=$(awk -v a="$m" -v b="$best" 'BEGIN {printf "%.2f", a / b}')
-		label=$name
-		[[ ${KIND[$key]} == kcopyd ]] && label="**$name**"
+		label=${name//|/\\|}
+		[[ ${KIND[$key]} == kcopyd ]] && label="**$label**"
 		printf '| %s | %s | %.3f | %s | %.2f | %.1f | %s%s |\n' "${CASE_TITLE[$cs]}" "$label" "$m" "$ratio" "$cpu" \
 			"$(awk -v k="${RSS[$key]:-0}" 'BEGIN {print k / 1024}')" "${T[$key]% }" "${NOTE[$key]:+ ${NOTE[$key]}}" >>"$table"
 		[[ ${KIND[$key]} == kcopyd && $ratio != – ]] && printf '"%s: %s"\t%s\n' "$cs" "${name#kcopyd }" "$ratio" >>"$chart"
