@@ -521,7 +521,7 @@ set yrange [*:*] reverse
 set ytics nomirror
 set xrange [0:*]
 set grid x
-set arrow from first 1, graph 0 to first 1, graph 1 nohead lc rgb "red" dt 2
+set arrow from first 1, graph 0 to first 1, graph 1 back nohead lc rgb "red" dt 2
 unset key
 plot "$chart" using (\$2/2):0:(\$2/2):(0.3):yticlabels(1) with boxxyerror lc rgb "#4477aa", \
      "$chart" using 2:0:(sprintf("%.2f", \$2)) with labels left offset 0.5,0
