@@ -51,7 +51,7 @@ func (f *File) CopyRange(src Device, srcOff, dstOff, n int64) (int64, error) {
 		defer f.wmu.Unlock()
 	}
 	mode := f.copyMode(s.fsDev)
-	if mode.Load() == copyClone && f.cloneable(srcOff, dstOff, n) {
+	if mode.Load() == copyClone && s.fsDev == f.fsDev && f.cloneable(srcOff, dstOff, n) {
 		err := withFDs(s, f, func(sfd, dfd int) error { return clone(sfd, dfd, srcOff, dstOff, n) })
 		switch {
 		case err == nil:
