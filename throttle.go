@@ -15,7 +15,8 @@ import (
 //     over its share sleeps 100 ms at a time, at most ten times. 100 (the
 //     default) is off; 0 still lets about one request a second through.
 //   - A token bucket in bytes per second, counted once per chunk at its
-//     read (or zeroing), with a burst of one second. 0 (the default) is off.
+//     read (or zeroing), starting with no credit and saving up at most a
+//     quarter of a second of it while idle. 0 (the default) is off.
 //
 // Both are changeable while jobs run. A Throttle may be shared by several
 // clients: that is the kernel's throttle group (raid1_resync_throttle,

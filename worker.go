@@ -207,11 +207,11 @@ const (
 type op uint8
 
 const (
-	opRead  op = iota // read the source chunk
-	opWrite           // write the chunk to every destination
-	opZero            // zero the chunk on every destination
-	opCheck           // Verify: read destination k and compare
-	opOffload         // copy the chunk to every destination with device.RangeCopier
+	opRead    op = iota // read the source chunk
+	opWrite             // write the chunk to every destination
+	opZero              // zero the chunk on every destination
+	opCheck             // Verify: read destination k and compare
+	opOffload           // copy the chunk to every destination with device.RangeCopier
 )
 
 // job is one entry of the client's lists: an unsplit job, a sub-job (one

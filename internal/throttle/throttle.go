@@ -53,9 +53,11 @@ const (
 	// per submission to MaxSleeps*Sleep (1 s) and avoids a livelock when
 	// many clients share a throttle.
 	MaxSleeps = 10
-	// Burst is the credit the token bucket accumulates while idle: one
-	// second at the configured rate.
-	Burst = time.Second
+	// Burst is the most credit the token bucket saves up while idle: a
+	// quarter of a second at the configured rate. It is small so that a
+	// rate holds over short windows too (a one-second burst let a 10 s
+	// copy run 10 % over its rate).
+	Burst = 250 * time.Millisecond
 )
 
 // window is the accounting window in ticks.
@@ -249,7 +251,8 @@ func (t *Throttle) Stats() Stats {
 // SetRate sets the bandwidth limit in bytes per second; 0 (or less) means
 // unlimited. It is safe while WaitBytes calls run: callers already waiting
 // keep the wait they computed, later calls use the new rate. Turning a
-// limit on starts with a full bucket (one second of credit).
+// limit on starts with an empty bucket: the first bytes wait their cost,
+// so a copy never starts with a burst above its rate.
 func (t *Throttle) SetRate(bytesPerSec int64) {
 	bytesPerSec = max(bytesPerSec, 0)
 	t.bucket.Lock()
@@ -258,7 +261,7 @@ func (t *Throttle) SetRate(bytesPerSec int64) {
 		return
 	}
 	if t.bucket.rate == 0 {
-		t.bucket.tat = t.now()
+		t.bucket.tat = t.now() + Burst
 	}
 	t.bucket.rate = bytesPerSec
 }

@@ -313,7 +313,7 @@ func TestRate(t *testing.T) {
 		n     int64
 		sleep time.Duration // the wait this call must take
 	}{
-		{mib, 0},                     // the bucket starts full: one second of credit
+		{mib, time.Second},           // the bucket starts empty: no burst at the start
 		{mib, time.Second},           // then each MiB costs a second
 		{10 * mib, 10 * time.Second}, // larger than the burst: waits for all of it
 		{mib / 2, time.Second / 2},
@@ -328,12 +328,12 @@ func TestRate(t *testing.T) {
 			t.Errorf("WaitBytes(%d) waited %v; want %v", s.n, got, s.sleep)
 		}
 	}
-	// Idle time refills the bucket, up to one second of credit.
+	// Idle time refills the bucket, up to Burst of credit.
 	c.advance(5 * time.Second)
 	before := c.slept.Load()
 	th.WaitBytes(ctx, 2*mib)
-	if got := time.Duration(c.slept.Load() - before); got != time.Second {
-		t.Errorf("after 5 s idle, WaitBytes(2 MiB) waited %v; want 1s", got)
+	if got, want := time.Duration(c.slept.Load()-before), 2*time.Second-throttle.Burst; got != want {
+		t.Errorf("after 5 s idle, WaitBytes(2 MiB) waited %v; want %v", got, want)
 	}
 
 	// A higher rate applies to later calls.
@@ -374,7 +374,7 @@ func TestRateCancel(t *testing.T) {
 		t.Errorf("WaitBytes cancelled while waiting: %v; want context.Canceled", err)
 	}
 	// Both throttles must now behave as if the cancelled calls never
-	// happened: 5000 bytes at 1000 B/s wait 4 s (one second of burst).
+	// happened: 5000 bytes at 1000 B/s wait 5 s (the bucket started empty).
 	for i, tc := range []struct {
 		th *throttle.Throttle
 		c  *fakeClock
@@ -382,8 +382,8 @@ func TestRateCancel(t *testing.T) {
 		tc.c.t.Store(0)
 		before := tc.c.slept.Load()
 		tc.th.WaitBytes(context.Background(), 5000)
-		if got := time.Duration(tc.c.slept.Load() - before); got != 4*time.Second {
-			t.Errorf("throttle %d: WaitBytes(5000) after a cancelled call waited %v; want 4s", i, got)
+		if got := time.Duration(tc.c.slept.Load() - before); got != 5*time.Second {
+			t.Errorf("throttle %d: WaitBytes(5000) after a cancelled call waited %v; want 5s", i, got)
 		}
 	}
 }
