@@ -113,7 +113,7 @@ func Example_zonedReclaim() {
 	}
 	slowReads := faultdev.Wrap(dev, faultdev.Reads(faultdev.RandomLatency(1, time.Millisecond)))
 	z := &zoneReclaim{kc: kc, throttle: th, dev: dev, reads: slowReads, block: block}
-	th.SetPercent(throttleFor(true, 40))
+	z.throttle.SetPercent(throttleFor(true, 40)) // before each reclaim pass
 	fmt.Println("throttle:", th.Percent(), "(idle); busy with 40% free random zones:", throttleFor(false, 40))
 
 	zones := dev.Zones()

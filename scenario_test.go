@@ -362,6 +362,9 @@ func (s *scenario) cmdJob(d *datadriven.TestData) string {
 		job, err = c.Zero(ctx, j.dests, j.flags, fn)
 	}
 	if err != nil {
+		if job != nil {
+			t.Errorf("%s: refused job returned a Job", d.Pos)
+		}
 		return s.refused(c, err, before, calls)
 	}
 	werr := job.Wait(context.Background())
@@ -422,6 +425,11 @@ func (s *scenario) outcome(b *strings.Builder, job *kcopyd.Job, readErr bool, ma
 	}
 	if job.Progress() < je.Completed {
 		t.Errorf("Progress %d < Completed %d", job.Progress(), je.Completed)
+	}
+	for _, e := range append([]error{je.Read, je.Canceled}, je.Writes...) {
+		if e != nil && !errors.Is(err, e) {
+			t.Errorf("the *JobError does not unwrap to %v", e)
+		}
 	}
 	fmt.Fprintf(b, "read_err=%v write_err=0b%0*b completed=%d\n", readErr, ndest, mask, je.Completed)
 	if je.Read != nil {
