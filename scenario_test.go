@@ -39,9 +39,11 @@ import (
 //	copy src=N[:OFF[:LEN]] dests=(N[:OFF[:LEN]], ...) [flags=(IgnoreError, ...)|flags=0xN]
 //	     [sub=S] [maxmem=S] [ioworkers=K] [progress] [stats]
 //	zero dests=(N[:OFF[:LEN]], ...) [len=L] [same options]
+//	verify src=... dests=(...) [same options]; verifyzero dests=(...) [len=L] [same options]
 //	    run a job on a new client and print its outcome: ok, or the
-//	    callback's bits, JobError.Completed, errors and ranges; or the
-//	    refusal, after checking that nothing was written.
+//	    callback's bits, JobError.Completed, errors, ranges and FirstDiff;
+//	    or the refusal, after checking that nothing was written. A verify
+//	    job must write nothing either.
 //	cmp A[:OFF] B[:OFF] [len=L]
 //	    equal, or the runs of B that are equal to A or differ (and how).
 //	layout dev=N     runs of 512-byte blocks: zero, fill 0xNN, pattern SEED, data.
@@ -100,7 +102,7 @@ func (s *scenario) run(t *testing.T, d *datadriven.TestData) string {
 		return ""
 	case "fault":
 		return s.cmdFault(d)
-	case "copy", "zero":
+	case "copy", "zero", "verify", "verifyzero":
 		return s.cmdJob(d)
 	case "cmp":
 		return s.cmdCmp(d)
@@ -246,7 +248,7 @@ func (s *scenario) parseJob(d *datadriven.TestData) jobSpec {
 	if d.HasArg("len") {
 		length = sizeArg(t, d, "len")
 	}
-	if d.Cmd == "copy" {
+	if d.Cmd == "copy" || d.Cmd == "verify" {
 		r := s.region(d, argVal(t, d, "src"), length)
 		j.src, length = &r, r.Len
 	}
@@ -356,10 +358,15 @@ func (s *scenario) cmdJob(d *datadriven.TestData) string {
 	var cbErr error
 	fn := func(r bool, w uint64, err error) { calls, readErr, mask, cbErr = calls+1, r, w, err }
 	var job *kcopyd.Job
-	if j.src != nil {
+	switch d.Cmd {
+	case "copy":
 		job, err = c.Copy(ctx, *j.src, j.dests, j.flags, fn)
-	} else {
+	case "zero":
 		job, err = c.Zero(ctx, j.dests, j.flags, fn)
+	case "verify":
+		job, err = c.Verify(ctx, *j.src, j.dests, j.flags, fn)
+	case "verifyzero":
+		job, err = c.VerifyZero(ctx, j.dests, j.flags, fn)
 	}
 	if err != nil {
 		if job != nil {
@@ -371,6 +378,13 @@ func (s *scenario) cmdJob(d *datadriven.TestData) string {
 	c.Flush()
 	if calls != 1 || werr != cbErr {
 		t.Fatalf("%s: callback ran %d times; Wait = %v, callback err = %v", d.Pos, calls, werr, cbErr)
+	}
+	if strings.HasPrefix(d.Cmd, "verify") {
+		for n, b := range s.snapshot() {
+			if !bytes.Equal(b, before[n]) {
+				t.Errorf("%s: %s wrote to %s", d.Pos, d.Cmd, n)
+			}
+		}
 	}
 	var b strings.Builder
 	s.outcome(&b, job, readErr, mask, cbErr, len(j.dests))
@@ -446,6 +460,11 @@ func (s *scenario) outcome(b *strings.Builder, job *kcopyd.Job, readErr bool, ma
 			fmt.Fprintf(b, "write_ranges[%d]=%s\n", i, fmtRanges(je.WriteRanges[i]))
 		}
 	}
+	for i, k := range je.FirstDiff {
+		if k >= 0 {
+			fmt.Fprintf(b, "first_diff[%d]=%d\n", i, k)
+		}
+	}
 	if je.Canceled != nil {
 		fmt.Fprintf(b, "canceled: %v\n", je.Canceled)
 	}
@@ -456,6 +475,8 @@ func errClass(err error) string {
 	switch {
 	case errors.Is(err, faultdev.ErrInjected):
 		return "injected"
+	case errors.Is(err, kcopyd.ErrMismatch):
+		return "mismatch"
 	case errors.Is(err, zoned.ErrUnalignedWrite):
 		return "unaligned write"
 	case errors.Is(err, device.ErrNotSupported):
