@@ -467,3 +467,220 @@ func Uint64(b []byte) uint64 { return be.Uint64(b) }
 
 // Uint16 decodes a big-endian uint16.
 func Uint16(b []byte) uint16 { return be.Uint16(b) }
+
+// The server side: decoding what clients send and encoding replies.
+
+// Sizes of fixed server messages in bytes.
+const (
+	// GreetingSize is the server's opening: NBDMAGIC, IHAVEOPT and the
+	// handshake flags.
+	GreetingSize = 18
+	// ExportNameReplySize is the reply to NBD_OPT_EXPORT_NAME without its
+	// 124 bytes of zero padding.
+	ExportNameReplySize = 10
+	// ExportNamePadding is the zero padding after the reply to
+	// NBD_OPT_EXPORT_NAME that clients without NBD_FLAG_C_NO_ZEROES expect.
+	ExportNamePadding = 124
+)
+
+// AppendGreeting appends the fixed newstyle greeting with handshake flags
+// to b.
+func AppendGreeting(b []byte, flags uint16) []byte {
+	b = be.AppendUint64(b, MagicInit)
+	b = be.AppendUint64(b, MagicOpt)
+	return be.AppendUint16(b, flags)
+}
+
+// OptHeader is the header of an option request.
+type OptHeader struct {
+	Option uint32
+	Length uint32 // length of the option data that follows
+}
+
+// ParseOptHeader decodes an option request header and checks its magic.
+func ParseOptHeader(b []byte) (OptHeader, error) {
+	if len(b) != OptHeaderSize {
+		return OptHeader{}, fmt.Errorf("%w: option header of %d bytes", ErrMalformed, len(b))
+	}
+	if m := be.Uint64(b); m != MagicOpt {
+		return OptHeader{}, fmt.Errorf("%w: option magic %#x is not IHAVEOPT", ErrMalformed, m)
+	}
+	return OptHeader{Option: be.Uint32(b[8:]), Length: be.Uint32(b[12:])}, nil
+}
+
+// AppendOptReply appends an option reply with its data to b.
+func AppendOptReply(b []byte, opt, typ uint32, data []byte) []byte {
+	b = be.AppendUint64(b, MagicOptReply)
+	b = be.AppendUint32(b, opt)
+	b = be.AppendUint32(b, typ)
+	b = be.AppendUint32(b, uint32(len(data)))
+	return append(b, data...)
+}
+
+// ParseGoData decodes the data of NBD_OPT_GO or NBD_OPT_INFO: the export
+// name and the information requests. It is the inverse of GoData.
+func ParseGoData(b []byte) (export string, infos []uint16, err error) {
+	if len(b) < 6 {
+		return "", nil, fmt.Errorf("%w: NBD_OPT_GO data of %d bytes", ErrMalformed, len(b))
+	}
+	n := be.Uint32(b)
+	if n > MaxString || int(n) > len(b)-6 {
+		return "", nil, fmt.Errorf("%w: export name of %d bytes in NBD_OPT_GO data of %d", ErrMalformed, n, len(b))
+	}
+	export = string(b[4 : 4+n])
+	rest := b[4+n:]
+	k := int(be.Uint16(rest))
+	rest = rest[2:]
+	if len(rest) != 2*k {
+		return "", nil, fmt.Errorf("%w: %d information requests in %d bytes", ErrMalformed, k, len(rest))
+	}
+	infos = make([]uint16, k)
+	for i := range infos {
+		infos[i] = be.Uint16(rest[2*i:])
+	}
+	return export, infos, nil
+}
+
+// ParseMetaContextData decodes the data of NBD_OPT_SET_META_CONTEXT or
+// NBD_OPT_LIST_META_CONTEXT. It is the inverse of MetaContextData.
+func ParseMetaContextData(b []byte) (export string, queries []string, err error) {
+	str := func(what string) (string, error) {
+		if len(b) < 4 {
+			return "", fmt.Errorf("%w: meta context data ends before the %s", ErrMalformed, what)
+		}
+		n := be.Uint32(b)
+		if n > MaxString || int(n) > len(b)-4 {
+			return "", fmt.Errorf("%w: %s of %d bytes in %d", ErrMalformed, what, n, len(b)-4)
+		}
+		s := string(b[4 : 4+n])
+		b = b[4+n:]
+		return s, nil
+	}
+	if export, err = str("export name"); err != nil {
+		return "", nil, err
+	}
+	if len(b) < 4 {
+		return "", nil, fmt.Errorf("%w: meta context data lacks the number of queries", ErrMalformed)
+	}
+	k := be.Uint32(b)
+	b = b[4:]
+	if uint64(k)*4 > uint64(len(b)) {
+		return "", nil, fmt.Errorf("%w: %d queries in %d bytes", ErrMalformed, k, len(b))
+	}
+	queries = make([]string, 0, k)
+	for range k {
+		q, err := str("query")
+		if err != nil {
+			return "", nil, err
+		}
+		queries = append(queries, q)
+	}
+	if len(b) != 0 {
+		return "", nil, fmt.Errorf("%w: %d bytes after the last query", ErrMalformed, len(b))
+	}
+	return export, queries, nil
+}
+
+// AppendInfoExport appends the payload of NBD_REP_INFO with
+// NBD_INFO_EXPORT to b.
+func AppendInfoExport(b []byte, e ExportInfo) []byte {
+	b = be.AppendUint16(b, InfoExport)
+	b = be.AppendUint64(b, e.Size)
+	return be.AppendUint16(b, e.Flags)
+}
+
+// AppendInfoBlockSize appends the payload of NBD_REP_INFO with
+// NBD_INFO_BLOCK_SIZE to b.
+func AppendInfoBlockSize(b []byte, bs BlockSize) []byte {
+	b = be.AppendUint16(b, InfoBlockSize)
+	b = be.AppendUint32(b, bs.Min)
+	b = be.AppendUint32(b, bs.Preferred)
+	return be.AppendUint32(b, bs.Max)
+}
+
+// AppendInfoText appends the payload of NBD_REP_INFO with a string
+// information type (NBD_INFO_NAME, NBD_INFO_DESCRIPTION) to b.
+func AppendInfoText(b []byte, typ uint16, s string) []byte {
+	return append(be.AppendUint16(b, typ), s...)
+}
+
+// AppendExportName appends the reply to NBD_OPT_EXPORT_NAME to b, with the
+// 124 bytes of padding unless noZeroes.
+func AppendExportName(b []byte, e ExportInfo, noZeroes bool) []byte {
+	b = be.AppendUint64(b, e.Size)
+	b = be.AppendUint16(b, e.Flags)
+	if !noZeroes {
+		b = append(b, make([]byte, ExportNamePadding)...)
+	}
+	return b
+}
+
+// AppendString appends a length-prefixed (32 bits) string to b, the
+// payload of NBD_REP_SERVER.
+func AppendString(b []byte, s string) []byte {
+	return append(be.AppendUint32(b, uint32(len(s))), s...)
+}
+
+// AppendMetaContext appends the payload of NBD_REP_META_CONTEXT to b.
+func AppendMetaContext(b []byte, id uint32, name string) []byte {
+	return append(be.AppendUint32(b, id), name...)
+}
+
+// ParseRequest decodes a transmission request header and checks its magic.
+func ParseRequest(b []byte) (Request, error) {
+	if len(b) != RequestSize {
+		return Request{}, fmt.Errorf("%w: request header of %d bytes", ErrMalformed, len(b))
+	}
+	if m := be.Uint32(b); m != MagicRequest {
+		return Request{}, fmt.Errorf("%w: request magic %#x", ErrMalformed, m)
+	}
+	return Request{
+		Flags:  be.Uint16(b[4:]),
+		Type:   be.Uint16(b[6:]),
+		Cookie: be.Uint64(b[8:]),
+		Offset: be.Uint64(b[16:]),
+		Length: be.Uint32(b[24:]),
+	}, nil
+}
+
+// AppendSimpleReply appends a simple reply header to b.
+func AppendSimpleReply(b []byte, errno uint32, cookie uint64) []byte {
+	b = be.AppendUint32(b, MagicSimpleReply)
+	b = be.AppendUint32(b, errno)
+	return be.AppendUint64(b, cookie)
+}
+
+// AppendChunk appends a structured reply chunk header for a payload of
+// length bytes to b.
+func AppendChunk(b []byte, flags, typ uint16, cookie uint64, length uint32) []byte {
+	b = be.AppendUint32(b, MagicStructured)
+	b = be.AppendUint16(b, flags)
+	b = be.AppendUint16(b, typ)
+	b = be.AppendUint64(b, cookie)
+	return be.AppendUint32(b, length)
+}
+
+// AppendErrorChunk appends a complete final NBD_REPLY_TYPE_ERROR chunk,
+// header included, to b. msg is cut to MaxString bytes.
+func AppendErrorChunk(b []byte, cookie uint64, errno uint32, msg string) []byte {
+	if len(msg) > MaxString {
+		msg = msg[:MaxString]
+	}
+	b = AppendChunk(b, ReplyFlagDone, ReplyTypeError, cookie, uint32(ErrorChunkMin+len(msg)))
+	b = be.AppendUint32(b, errno)
+	b = be.AppendUint16(b, uint16(len(msg)))
+	return append(b, msg...)
+}
+
+// AppendBlockDescriptor appends one block descriptor to b.
+func AppendBlockDescriptor(b []byte, d BlockDescriptor) []byte {
+	b = be.AppendUint32(b, d.Length)
+	return be.AppendUint32(b, d.Status)
+}
+
+// AppendUint32 and AppendUint64 encode big-endian integers, so that
+// callers need not import encoding/binary.
+func AppendUint32(b []byte, v uint32) []byte { return be.AppendUint32(b, v) }
+
+// AppendUint64 appends a big-endian uint64 to b.
+func AppendUint64(b []byte, v uint64) []byte { return be.AppendUint64(b, v) }
