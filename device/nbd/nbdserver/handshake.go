@@ -188,7 +188,9 @@ func (c *conn) list(data []byte) error {
 	if len(data) != 0 {
 		return c.optError(proto.OptList, proto.RepErrInvalid, "NBD_OPT_LIST carries no data")
 	}
-	if err := c.optReply(proto.OptList, proto.RepServer, proto.AppendString(nil, c.s.opts.Name)); err != nil {
+	// NBD_REP_SERVER: the name, then the description.
+	server := append(proto.AppendString(nil, c.s.opts.Name), c.s.opts.Description...)
+	if err := c.optReply(proto.OptList, proto.RepServer, server); err != nil {
 		return err
 	}
 	return c.optReply(proto.OptList, proto.RepAck, nil)

@@ -162,7 +162,7 @@ func (c *conn) blockStatus(r proto.Request) {
 		limit = 1
 	}
 	var ds []proto.BlockDescriptor
-	for off < end && len(ds) < limit {
+	for full := false; off < end && !full; {
 		start := off
 		ext, err := c.extents(off, end-off)
 		if err != nil {
@@ -177,7 +177,11 @@ func (c *conn) blockStatus(r proto.Request) {
 			if lo != off || hi <= lo {
 				break // not adjacent: ask again from off
 			}
-			ds = appendDescriptor(ds, uint32(hi-lo), status(e), limit)
+			var ok bool
+			if ds, ok = appendDescriptor(ds, uint32(hi-lo), status(e), limit); !ok {
+				full = true
+				break
+			}
 			off = hi
 		}
 		if off == start {
@@ -220,18 +224,19 @@ func status(e device.Extent) uint32 {
 	return 0
 }
 
-// appendDescriptor appends an extent, merging it into the last one when
-// the status is the same and the length fits, unless limit descriptors
-// are there already.
-func appendDescriptor(ds []proto.BlockDescriptor, n, st uint32, limit int) []proto.BlockDescriptor {
+// appendDescriptor appends the extent that follows the last descriptor,
+// merging it into the last one when the status is the same. It reports
+// false, leaving ds unchanged, when a new descriptor is needed and limit
+// descriptors are there already.
+func appendDescriptor(ds []proto.BlockDescriptor, n, st uint32, limit int) ([]proto.BlockDescriptor, bool) {
 	if k := len(ds) - 1; k >= 0 && ds[k].Status == st && uint64(ds[k].Length)+uint64(n) <= 0xffffffff {
 		ds[k].Length += n
-		return ds
+		return ds, true
 	}
 	if len(ds) >= limit {
-		return ds
+		return ds, false
 	}
-	return append(ds, proto.BlockDescriptor{Length: n, Status: st})
+	return append(ds, proto.BlockDescriptor{Length: n, Status: st}), true
 }
 
 // extentsError reports a device whose Extents broke its contract (no
