@@ -143,9 +143,9 @@ func TestBlockStatusRaw(t *testing.T) {
 		length      uint32
 		descriptors []proto.BlockDescriptor
 	}{
-		{0, 0, 1 << 20, []proto.BlockDescriptor{{8192, 3}, {4096, 0}, {1<<20 - 12288, 3}}},
-		{proto.CmdFlagReqOne, 0, 1 << 20, []proto.BlockDescriptor{{8192, 3}}},
-		{0, 4096, 6000, []proto.BlockDescriptor{{4096, 3}, {1904, 0}}},
+		{0, 0, 1 << 20, []proto.BlockDescriptor{{Length: 8192, Status: 3}, {Length: 4096, Status: 0}, {Length: 1<<20 - 12288, Status: 3}}},
+		{proto.CmdFlagReqOne, 0, 1 << 20, []proto.BlockDescriptor{{Length: 8192, Status: 3}}},
+		{0, 4096, 6000, []proto.BlockDescriptor{{Length: 4096, Status: 3}, {Length: 1904, Status: 0}}},
 	} {
 		r.request(proto.CmdBlockStatus, tc.flags, 1, tc.off, tc.length, nil)
 		_, e, p := r.reply()

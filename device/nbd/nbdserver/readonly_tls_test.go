@@ -136,4 +136,3 @@ func TestTLSClientCertificate(t *testing.T) {
 	}
 	run(t, "nbdinfo", s.tlsURI()+"&tls-certificates="+url.QueryEscape(p.Dir))
 }
-
