@@ -105,5 +105,6 @@ Locations are paths of regular files or block devices, or NBD URLs
 		return &exitError{code: exitUsage, err: err}
 	})
 	root.AddCommand(newCopyCmd(e), newZeroCmd(e), newVerifyCmd(e), newVersionCmd(e))
+	root.AddCommand(newServeCmd(e))
 	return root
 }

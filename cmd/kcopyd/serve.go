@@ -1,0 +1,238 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kcopyd/kcopyd/device"
+	"github.com/kcopyd/kcopyd/device/nbd/nbdserver"
+)
+
+const serveLong = `Serve a file or block device over NBD until SIGINT or SIGTERM, then answer
+the requests in flight, flush the device and exit 0.
+
+Exactly one of --socket (a Unix socket, created; a stale socket left by a
+killed server is replaced) or --listen (TCP, HOST:PORT; port 0 picks a free
+one) is required. The export is named by --export (default: the empty name,
+the default export; clients may always use the empty name). Once listening,
+kcopyd prints the export's NBD URL on standard output, one line.
+
+The export supports reads, writes, write-zeroes (fast when the device has
+native zeroing), trim (when the device can discard), flush, FUA, block
+status (base:allocation, from the holes of a sparse file) and multiple
+connections per client. --read-only refuses writes with EPERM; a block
+device served read-write is claimed exclusively (refused when mounted).
+
+TLS: --tls-certificates DIR (server-cert.pem and server-key.pem, the layout
+of nbdkit and qemu-nbd) makes TLS mandatory; --tls-verify-peer also requires
+client certificates signed by DIR/ca-cert.pem.
+
+Exit status:
+  0    stopped by SIGINT or SIGTERM; requests in flight were answered and
+       the device flushed
+  1    bad usage or input (no device, socket in use, bad certificates);
+       nothing was served
+  3    the final flush failed, or the listener failed`
+
+const serveExample = `  # export a disk image on a Unix socket
+  kcopyd serve disk.img --socket /run/disk.sock
+  nbdinfo 'nbd+unix:///?socket=/run/disk.sock'
+
+  # export a block device read-only over TCP as "sdb"
+  kcopyd serve --read-only --listen 0.0.0.0:10809 --export sdb /dev/sdb
+
+  # with TLS
+  kcopyd serve disk.img --listen :10809 --tls-certificates /etc/pki/nbd`
+
+// serveShutdownTimeout bounds the wait for requests in flight at exit.
+const serveShutdownTimeout = 30 * time.Second
+
+// serveOptions are the flags of kcopyd serve.
+type serveOptions struct {
+	socket, listen, export string
+	readOnly               bool
+	tlsDir                 string
+	tlsVerifyPeer          bool
+}
+
+func newServeCmd(e *env) *cobra.Command {
+	o := &serveOptions{}
+	cmd := &cobra.Command{
+		Use:     "serve [options] DEVICE (--socket PATH | --listen HOST:PORT)",
+		Short:   "Serve a file or block device over NBD",
+		Long:    serveLong,
+		Example: serveExample,
+		Args:    cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runServe(cmd.Context(), e, o, args)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.socket, "socket", "", "serve on the Unix socket `PATH`")
+	f.StringVar(&o.listen, "listen", "", "serve on TCP `HOST:PORT`")
+	f.StringVar(&o.export, "export", "", "export `NAME` (default: the empty name)")
+	f.BoolVar(&o.readOnly, "read-only", false, "serve read-only")
+	f.StringVar(&o.tlsDir, "tls-certificates", "", "require TLS with the server certificate and key in `DIR`")
+	f.BoolVar(&o.tlsVerifyPeer, "tls-verify-peer", false, "require client certificates signed by DIR/ca-cert.pem")
+	return cmd
+}
+
+// check validates the command line before anything is opened.
+func (o *serveOptions) check(args []string) error {
+	switch {
+	case len(args) != 1:
+		return usageErrorf("serve needs exactly one DEVICE, got %d arguments", len(args))
+	case (o.socket == "") == (o.listen == ""):
+		return usageErrorf("serve needs exactly one of --socket and --listen")
+	case o.tlsVerifyPeer && o.tlsDir == "":
+		return usageErrorf("--tls-verify-peer needs --tls-certificates")
+	}
+	return nil
+}
+
+func runServe(ctx context.Context, e *env, o *serveOptions, args []string) error {
+	if err := o.check(args); err != nil {
+		return err
+	}
+	tc, err := o.tlsConfig()
+	if err != nil {
+		return inputError(err)
+	}
+	l, err := inspectLocation(args[0])
+	if err != nil {
+		return inputError(err)
+	}
+	if l.kind == locURL || !l.exists {
+		return inputError(fmt.Errorf("%s: serve exports an existing file or block device", l.spec))
+	}
+	if err := l.open(ctx, openMode{write: !o.readOnly}); err != nil {
+		return inputError(err)
+	}
+	defer l.close()
+	srv, err := nbdserver.New(l.dev, &nbdserver.Options{
+		Name: o.export, ReadOnly: o.readOnly, TLSConfig: tc, TLSRequired: tc != nil,
+		Logf: func(format string, args ...any) { fmt.Fprintf(e.stderr, "kcopyd: serve: "+format+"\n", args...) },
+	})
+	if err != nil {
+		return inputError(err)
+	}
+	ln, err := o.listenOn()
+	if err != nil {
+		return inputError(err)
+	}
+	if o.socket != "" {
+		defer os.Remove(o.socket)
+	}
+	fmt.Fprintln(e.stdout, o.url(ln.Addr(), tc != nil))
+	return serveUntilDone(ctx, e, srv, ln, l.dev, o.readOnly)
+}
+
+// serveUntilDone serves until ctx ends (SIGINT, SIGTERM) or the listener
+// fails, then answers requests in flight and flushes the device.
+func serveUntilDone(ctx context.Context, e *env, srv *nbdserver.Server, ln net.Listener, dev device.Device, readOnly bool) error {
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-served:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), serveShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		fmt.Fprintf(e.stderr, "kcopyd: serve: requests still in flight after %v were dropped\n", serveShutdownTimeout)
+	}
+	if serveErr == nil {
+		serveErr = <-served
+	}
+	var flushErr error
+	if f, ok := dev.(device.Flusher); ok && !readOnly {
+		flushErr = f.Flush()
+	}
+	switch {
+	case flushErr != nil:
+		return &exitError{code: exitWriteError, err: fmt.Errorf("flushing %s: %w", device.Name(dev), flushErr)}
+	case !errors.Is(serveErr, nbdserver.ErrServerClosed):
+		return &exitError{code: exitWriteError, err: serveErr}
+	}
+	return nil
+}
+
+// listenOn opens the listener. A socket path that exists is replaced only
+// when it is a socket nobody listens on (left by a killed server).
+func (o *serveOptions) listenOn() (net.Listener, error) {
+	if o.listen != "" {
+		return net.Listen("tcp", o.listen)
+	}
+	st, err := os.Lstat(o.socket)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return nil, err
+	case st.Mode()&fs.ModeSocket == 0:
+		return nil, fmt.Errorf("--socket %s exists and is not a socket", o.socket)
+	default:
+		if c, err := net.Dial("unix", o.socket); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("--socket %s is in use by another server", o.socket)
+		}
+		if err := os.Remove(o.socket); err != nil {
+			return nil, err
+		}
+	}
+	return net.Listen("unix", o.socket)
+}
+
+// url returns the NBD URL of the export on addr.
+func (o *serveOptions) url(addr net.Addr, tls bool) string {
+	scheme := "nbd"
+	if tls {
+		scheme = "nbds"
+	}
+	path := "/" + url.PathEscape(o.export)
+	if o.socket != "" {
+		abs, err := filepath.Abs(o.socket)
+		if err != nil {
+			abs = o.socket
+		}
+		return scheme + "+unix://" + path + "?socket=" + url.QueryEscape(abs)
+	}
+	return scheme + "://" + addr.String() + path
+}
+
+// tlsConfig loads the server certificate (and the CA for client
+// certificates) from --tls-certificates, or returns nil without it.
+func (o *serveOptions) tlsConfig() (*tls.Config, error) {
+	if o.tlsDir == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(filepath.Join(o.tlsDir, "server-cert.pem"), filepath.Join(o.tlsDir, "server-key.pem"))
+	if err != nil {
+		return nil, fmt.Errorf("--tls-certificates: %w", err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if o.tlsVerifyPeer {
+		ca := filepath.Join(o.tlsDir, "ca-cert.pem")
+		pem, err := os.ReadFile(ca)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-verify-peer: %w", err)
+		}
+		cfg.ClientCAs = x509.NewCertPool()
+		if !cfg.ClientCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--tls-verify-peer: %s holds no PEM certificate", ca)
+		}
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}
