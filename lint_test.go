@@ -19,7 +19,7 @@ const mod = "github.com/kcopyd/kcopyd"
 var importRules = map[string][]string{
 	"M":                           {"M/device", "M/internal/bufpool", "M/internal/dmio", "M/internal/invariants", "M/internal/throttle"},
 	"M/bench/cmd/regionloop":      {"golang.org/x/sys/unix"},
-	"M/cmd/kcopyd":                {"M", "M/device", "M/device/blockdev", "M/device/nbd", "github.com/spf13/", "github.com/vbauerster/mpb/", "golang.org/x/sys/unix"},
+	"M/cmd/kcopyd":                {"M", "M/device", "M/device/blockdev", "M/device/nbd", "M/device/nbd/nbdserver", "github.com/spf13/", "github.com/vbauerster/mpb/", "golang.org/x/sys/unix"},
 	"M/device":                    {"golang.org/x/sys/unix"},
 	"M/device/blockdev":           {"M/device", "golang.org/x/sys/unix"},
 	"M/device/blockdev/looptest":  {"golang.org/x/sys/unix"},
@@ -27,7 +27,8 @@ var importRules = map[string][]string{
 	"M/device/faultdev":           {"M/device"},
 	"M/device/nbd":                {"M/device", "M/device/nbd/internal/proto"},
 	"M/device/nbd/internal/proto": {},
-	"M/device/nbd/nbdtest":        {},
+	"M/device/nbd/nbdserver":      {"M/device", "M/device/nbd/internal/proto", "M/internal/bufpool"},
+	"M/device/nbd/nbdtest":        {"M/device/nbd"},
 	"M/device/zoned":              {"M/device"},
 	"M/internal/bufpool":          {"M/internal/invariants"},
 	"M/internal/dmio":             {"M/device", "M/internal/bufpool"},

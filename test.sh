@@ -3,7 +3,8 @@
 #
 # Tests that need root (loop devices) or Debian's NBD tools skip with a
 # message when those are missing. Run as root, this script first installs
-# the tools (nbdkit, qemu-utils, libnbd-bin), so that nothing is skipped.
+# the tools (nbdkit, qemu-utils, libnbd-bin, python3-libnbd for nbdsh), so that
+# nothing is skipped.
 set -euo pipefail
 cd "$(dirname "$0")"
 export PATH="$PATH:/usr/local/go/bin"
@@ -12,6 +13,7 @@ need=()
 command -v nbdkit   >/dev/null || need+=(nbdkit)
 command -v qemu-nbd >/dev/null || need+=(qemu-utils)
 command -v nbdcopy  >/dev/null || need+=(libnbd-bin)
+command -v nbdsh    >/dev/null || need+=(python3-libnbd)
 command -v losetup  >/dev/null || need+=(util-linux)
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v mkfs.xfs >/dev/null || need+=(xfsprogs)
