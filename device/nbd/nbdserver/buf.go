@@ -1,18 +1,30 @@
 package nbdserver
 
-import "unsafe"
+import "github.com/kcopyd/kcopyd/internal/bufpool"
 
-// alignedBuf returns a zeroed slice of n bytes whose first byte's address
-// is a multiple of align (a power of 2 up to 4096, see
-// device.Limits.MemAlign).
-func alignedBuf(n, align int) []byte {
-	if align <= 1 {
-		return make([]byte, n)
+// payload is an aligned buffer for the data of one request.
+type payload struct {
+	b      []byte
+	pooled bool // b came from the server's pool and goes back to it
+}
+
+// getBuf returns an aligned buffer of n bytes: from the server's pool,
+// which keeps up to MaxInFlightBytes of buffers for reuse, else freshly
+// allocated. Give it back with putBuf.
+func (s *Server) getBuf(n int) payload {
+	if n == 0 {
+		return payload{}
 	}
-	b := make([]byte, n+align)
-	skip := 0
-	if r := int(uintptr(unsafe.Pointer(&b[0])) & uintptr(align-1)); r != 0 {
-		skip = align - r
+	if b, ok := s.pool.Get(n); ok {
+		return payload{b: b, pooled: true}
 	}
-	return b[skip : skip+n : skip+n]
+	return payload{b: bufpool.Alloc(n)}
+}
+
+// putBuf returns a buffer from getBuf; one that was not pooled is left to
+// the garbage collector.
+func (s *Server) putBuf(p payload) {
+	if p.pooled {
+		s.pool.Put(p.b)
+	}
 }

@@ -137,7 +137,7 @@ func (c *conn) transmit() {
 // accept validates r, reads its payload and starts handling it. It
 // reports false when the connection must stop reading.
 func (c *conn) accept(br *bufio.Reader, r proto.Request) bool {
-	var payload int64
+	var payload int64 // bytes of data following the header
 	if r.Type == proto.CmdWrite {
 		payload = int64(r.Length)
 	}
@@ -157,19 +157,18 @@ func (c *conn) accept(br *bufio.Reader, r proto.Request) bool {
 	if !c.budget.acquire(cost, c.stop) {
 		return false
 	}
-	var buf []byte
-	if payload > 0 {
-		buf = alignedBuf(int(payload), c.s.ex.memAlign)
-		if _, err := io.ReadFull(br, buf); err != nil {
-			c.budget.release(cost)
-			return false
-		}
+	buf := c.s.getBuf(int(payload))
+	if _, err := io.ReadFull(br, buf.b); err != nil {
+		c.s.putBuf(buf)
+		c.budget.release(cost)
+		return false
 	}
 	c.inflight.Add(1)
 	go func() {
 		defer c.inflight.Done()
 		defer c.budget.release(cost)
-		c.handle(r, buf)
+		defer c.s.putBuf(buf)
+		c.handle(r, buf.b)
 	}()
 	return true
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/kcopyd/kcopyd/device"
 	"github.com/kcopyd/kcopyd/device/nbd/internal/proto"
+	"github.com/kcopyd/kcopyd/internal/bufpool"
 )
 
 // zeroChunk is the size of the shared buffer of zeroes written when the
@@ -17,7 +18,6 @@ type exportInfo struct {
 	limits    device.Limits
 	blockSize proto.BlockSize
 	align     int64 // blockSize.Min
-	memAlign  int
 	maxIO     int64 // largest single ReadAt/WriteAt; 0 = unlimited
 
 	zeroer    device.WriteZeroer // nil unless native write-zeroes
@@ -26,13 +26,13 @@ type exportInfo struct {
 	extenter  device.Extenter    // nil: everything is data
 
 	flags uint16 // transmission flags without NBD_FLAG_SEND_DF
-	zeros []byte // zeroChunk aligned zeroes, shared read-only
+	zeros []byte // zeroChunk zeroes aligned for any device (bufpool.Align), shared read-only
 }
 
 // newExportInfo inspects dev.
 func newExportInfo(dev device.Device) (exportInfo, error) {
 	l := device.LimitsOf(dev)
-	ex := exportInfo{size: dev.Size(), limits: l, maxIO: l.MaxTransfer, memAlign: max(l.MemAlign, 1)}
+	ex := exportInfo{size: dev.Size(), limits: l, maxIO: l.MaxTransfer}
 	ex.align = int64(max(l.OffsetAlign, 1))
 	if ex.align > proto.MaxMinBlock || ex.align&(ex.align-1) != 0 {
 		return ex, fmt.Errorf("%w: the device's alignment of %d bytes cannot be advertised (a power of 2 up to 64 KiB)", ErrBadOptions, ex.align)
@@ -69,7 +69,7 @@ func (ex *exportInfo) finish(o *Options) {
 	}
 	ex.flags = f
 	if !o.ReadOnly {
-		ex.zeros = alignedBuf(zeroChunk, ex.memAlign)
+		ex.zeros = bufpool.Alloc(zeroChunk)
 	}
 }
 

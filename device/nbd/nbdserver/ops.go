@@ -73,7 +73,9 @@ func (s *Server) chunked(off, n, max int64, fn func(off, n int64) error) error {
 // reply followed by the data otherwise.
 func (c *conn) read(r proto.Request) {
 	off, n := int64(r.Offset), int64(r.Length)
-	buf := alignedBuf(int(n), c.s.ex.memAlign)
+	p := c.s.getBuf(int(n))
+	defer c.s.putBuf(p)
+	buf := p.b
 	err := c.s.chunked(off, n, c.s.ex.maxIO, func(o, k int64) error {
 		got, err := c.s.dev.ReadAt(buf[o-off:o-off+k], o)
 		if errors.Is(err, io.EOF) && int64(got) == k {

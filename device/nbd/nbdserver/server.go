@@ -11,6 +11,7 @@ import (
 
 	"github.com/kcopyd/kcopyd/device"
 	"github.com/kcopyd/kcopyd/device/nbd/internal/proto"
+	"github.com/kcopyd/kcopyd/internal/bufpool"
 )
 
 // Defaults applied by New to zero Options fields.
@@ -71,7 +72,9 @@ type Options struct {
 	MaxInFlight int
 	// MaxInFlightBytes caps the read and write payload memory one
 	// connection holds at once. Default 64 MiB; it is raised to
-	// MaxPayload when smaller. Hazard: memory use grows with it times
+	// MaxPayload when smaller. The server also keeps up to this much in
+	// payload buffers for reuse across connections (one buffer of
+	// MaxPayload from New on). Hazard: memory use grows with it times
 	// the number of clients.
 	MaxInFlightBytes int64
 	// HandshakeTimeout bounds option haggling; a client that has not
@@ -130,6 +133,7 @@ type Server struct {
 	dev  device.Device
 	opts Options
 	ex   exportInfo
+	pool *bufpool.Pool // payload buffers, shared by every connection
 
 	mu struct {
 		sync.Mutex
@@ -154,7 +158,11 @@ func New(dev device.Device, o *Options) (*Server, error) {
 		return nil, err
 	}
 	ex.finish(&opts)
-	s := &Server{dev: dev, opts: opts, ex: ex}
+	pool, err := bufpool.New(opts.MaxPayload, opts.MaxInFlightBytes)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadOptions, err)
+	}
+	s := &Server{dev: dev, opts: opts, ex: ex, pool: pool}
 	s.mu.listeners = make(map[net.Listener]struct{})
 	s.mu.conns = make(map[*conn]struct{})
 	return s, nil
