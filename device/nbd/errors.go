@@ -77,23 +77,8 @@ const (
 )
 
 func (e Errno) Error() string {
-	switch e {
-	case EPERM:
-		return "NBD_EPERM (operation not permitted)"
-	case EIO:
-		return "NBD_EIO (input/output error)"
-	case ENOMEM:
-		return "NBD_ENOMEM (cannot allocate memory)"
-	case EINVAL:
-		return "NBD_EINVAL (invalid argument)"
-	case ENOSPC:
-		return "NBD_ENOSPC (no space left on device)"
-	case EOVERFLOW:
-		return "NBD_EOVERFLOW (value too large)"
-	case ENOTSUP:
-		return "NBD_ENOTSUP (operation not supported)"
-	case ESHUTDOWN:
-		return "NBD_ESHUTDOWN (server is shutting down)"
+	if s := proto.ErrnoName(uint32(e)); s != "" {
+		return s
 	}
 	return fmt.Sprintf("NBD error %d", uint32(e))
 }

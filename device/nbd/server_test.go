@@ -1,10 +1,8 @@
 package nbd_test
 
 import (
-	"context"
 	"os/exec"
 	"testing"
-	"time"
 
 	"github.com/kcopyd/kcopyd/device/nbd"
 	"github.com/kcopyd/kcopyd/device/nbd/nbdtest"
@@ -20,18 +18,7 @@ func nbdkit(tb testing.TB, args ...string) *nbdtest.Server {
 // open opens location and closes it when the test ends.
 func open(tb testing.TB, location string, cfg *nbd.Config) *nbd.Device {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	d, err := nbd.Open(ctx, location, cfg)
-	if err != nil {
-		tb.Fatalf("Open(%q) = %v", location, err)
-	}
-	tb.Cleanup(func() {
-		if err := d.Close(); err != nil {
-			tb.Errorf("Close: %v", err)
-		}
-	})
-	return d
+	return nbdtest.Open(tb, location, cfg)
 }
 
 // pattern fills p with bytes that depend on the absolute offset off and a

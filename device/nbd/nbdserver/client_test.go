@@ -2,6 +2,7 @@ package nbdserver_test
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -73,19 +74,7 @@ func TestBlockStatus(t *testing.T) {
 		{Off: 64 << 10, Len: 8192},
 		{Off: 72 << 10, Len: 1<<20 - 72<<10, Hole: true, Zero: true},
 	}
-	if !slicesEqual(ext, want) {
+	if !slices.Equal(ext, want) {
 		t.Errorf("Extents(0, 1MiB) = %v; want %v", ext, want)
 	}
-}
-
-func slicesEqual(a, b []device.Extent) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -201,7 +201,7 @@ func (c *conn) send(parts ...[]byte) {
 // block status when structured replies are on, a simple reply otherwise.
 func (c *conn) replyError(r proto.Request, e uint32) {
 	if c.neg.structured && (r.Type == proto.CmdRead || r.Type == proto.CmdBlockStatus) {
-		c.send(proto.AppendErrorChunk(nil, r.Cookie, e, errnoName(e)))
+		c.send(proto.AppendErrorChunk(nil, r.Cookie, e, proto.ErrnoName(e)))
 		return
 	}
 	c.send(proto.AppendSimpleReply(nil, e, r.Cookie))

@@ -45,28 +45,3 @@ func errno(err error) uint32 {
 	}
 	return proto.EIO
 }
-
-// errnoName returns the protocol's name of an error value, for the
-// message of an error chunk. Device messages are not sent: they may hold
-// server paths.
-func errnoName(e uint32) string {
-	switch e {
-	case proto.EPERM:
-		return "NBD_EPERM: operation not permitted"
-	case proto.EIO:
-		return "NBD_EIO: input/output error"
-	case proto.ENOMEM:
-		return "NBD_ENOMEM: cannot allocate memory"
-	case proto.EINVAL:
-		return "NBD_EINVAL: invalid argument"
-	case proto.ENOSPC:
-		return "NBD_ENOSPC: no space left on device"
-	case proto.EOVERFLOW:
-		return "NBD_EOVERFLOW: value too large"
-	case proto.ENOTSUP:
-		return "NBD_ENOTSUP: operation not supported"
-	case proto.ESHUTDOWN:
-		return "NBD_ESHUTDOWN: server is shutting down"
-	}
-	return "NBD error"
-}

@@ -65,18 +65,7 @@ func (s *served) tlsURI() string {
 // open opens location with our client and closes it when the test ends.
 func open(tb testing.TB, location string, cfg *nbd.Config) *nbd.Device {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	d, err := nbd.Open(ctx, location, cfg)
-	if err != nil {
-		tb.Fatalf("Open(%q) = %v", location, err)
-	}
-	tb.Cleanup(func() {
-		if err := d.Close(); err != nil {
-			tb.Errorf("Close: %v", err)
-		}
-	})
-	return d
+	return nbdtest.Open(tb, location, cfg)
 }
 
 // memDev returns a memory device of size bytes, closed when the test

@@ -46,14 +46,21 @@ func command(tb testing.TB, name string, args ...string) *exec.Cmd {
 	return cmd
 }
 
+// writeTemp writes data to the file name in dir and returns its path.
+func writeTemp(tb testing.TB, dir, name string, data []byte) string {
+	tb.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
 // fileDev creates a file of size bytes holding data at offset 0 and opens
 // it as a device, closed when the test ends.
 func fileDev(tb testing.TB, size int64, data []byte) (*device.File, string) {
 	tb.Helper()
-	p := filepath.Join(tb.TempDir(), "disk.img")
-	if err := os.WriteFile(p, data, 0o644); err != nil {
-		tb.Fatal(err)
-	}
+	p := writeTemp(tb, tb.TempDir(), "disk.img", data)
 	if err := os.Truncate(p, size); err != nil {
 		tb.Fatal(err)
 	}
@@ -96,10 +103,7 @@ func TestNbdcopyBothWays(t *testing.T) {
 	const size = 24 << 20
 	data := testutil.Pattern(11, 0, size)
 	dir := t.TempDir()
-	src := filepath.Join(dir, "src.img")
-	if err := os.WriteFile(src, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	src := writeTemp(t, dir, "src.img", data)
 	f, img := fileDev(t, size, nil)
 	s := serve(t, f, nil)
 	run(t, "nbdcopy", "--flush", src, s.uri)
@@ -117,10 +121,7 @@ func TestQemuImgConvert(t *testing.T) {
 	const size = 8 << 20
 	data := testutil.Pattern(12, 0, size)
 	dir := t.TempDir()
-	src := filepath.Join(dir, "src.img")
-	if err := os.WriteFile(src, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	src := writeTemp(t, dir, "src.img", data)
 	f, img := fileDev(t, size, bytes.Repeat([]byte{0xff}, size))
 	s := serve(t, f, nil)
 	run(t, "qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", src, s.uri)

@@ -22,6 +22,7 @@ package nbdtest
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -38,6 +39,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kcopyd/kcopyd/device/nbd"
 )
 
 // readyTimeout bounds the wait for a server to accept connections. It is a
@@ -321,4 +324,23 @@ func writePEM(tb testing.TB, path, typ string, der []byte) {
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
 		tb.Fatal(err)
 	}
+}
+
+// Open opens location with the NBD client, failing the test on error, and
+// closes it when the test ends (failing the test if Close fails). Opening
+// must finish within 30 s.
+func Open(tb testing.TB, location string, cfg *nbd.Config) *nbd.Device {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+	defer cancel()
+	d, err := nbd.Open(ctx, location, cfg)
+	if err != nil {
+		tb.Fatalf("Open(%q) = %v", location, err)
+	}
+	tb.Cleanup(func() {
+		if err := d.Close(); err != nil {
+			tb.Errorf("Close: %v", err)
+		}
+	})
+	return d
 }

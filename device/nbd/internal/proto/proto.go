@@ -142,6 +142,31 @@ const (
 	ESHUTDOWN uint32 = 108
 )
 
+// ErrnoName returns the protocol's name and meaning of an error value,
+// such as "NBD_EIO (input/output error)", or "" for a value the protocol
+// does not define.
+func ErrnoName(e uint32) string {
+	switch e {
+	case EPERM:
+		return "NBD_EPERM (operation not permitted)"
+	case EIO:
+		return "NBD_EIO (input/output error)"
+	case ENOMEM:
+		return "NBD_ENOMEM (cannot allocate memory)"
+	case EINVAL:
+		return "NBD_EINVAL (invalid argument)"
+	case ENOSPC:
+		return "NBD_ENOSPC (no space left on device)"
+	case EOVERFLOW:
+		return "NBD_EOVERFLOW (value too large)"
+	case ENOTSUP:
+		return "NBD_ENOTSUP (operation not supported)"
+	case ESHUTDOWN:
+		return "NBD_ESHUTDOWN (server is shutting down)"
+	}
+	return ""
+}
+
 // base:allocation status flags.
 const (
 	StateHole uint32 = 1 << 0
