@@ -214,3 +214,25 @@ func TestByteBudget(t *testing.T) {
 		t.Fatalf("%d reads of 4 KiB in flight with a budget of 8 KiB", p)
 	}
 }
+
+// TestHandshakeTimeout checks that a client that stalls in option
+// haggling is disconnected.
+func TestHandshakeTimeout(t *testing.T) {
+	s := serve(t, memDev(t, 1<<20), &nbdserver.Options{HandshakeTimeout: 50 * time.Millisecond})
+	r := dialRaw(t, s)
+	r.flags(proto.ClientFixedNewstyle)
+	r.expectClosed()
+}
+
+// TestShutdownDuringHandshake checks that Shutdown disconnects clients
+// still haggling and returns without waiting for them.
+func TestShutdownDuringHandshake(t *testing.T) {
+	s := serve(t, memDev(t, 1<<20), &nbdserver.Options{HandshakeTimeout: -1})
+	r := dialRaw(t, s)
+	r.flags(proto.ClientFixedNewstyle)
+	r.expectOpt(proto.OptStructuredReply, nil, proto.RepAck)
+	if err := s.srv.Shutdown(context.Background()); err != nil {
+		t.Fatalf("Shutdown = %v", err)
+	}
+	r.expectClosed()
+}
