@@ -29,7 +29,7 @@ func (c *conn) handle(r proto.Request, buf []byte) {
 	var err error
 	switch r.Type {
 	case proto.CmdWrite:
-		err = c.s.chunked(off, n, c.s.ex.maxIO, func(o, k int64) error {
+		err = chunked(off, n, c.s.ex.maxIO, func(o, k int64) error {
 			_, err := c.s.dev.WriteAt(buf[o-off:o-off+k], o)
 			return err
 		})
@@ -53,13 +53,13 @@ func (s *Server) failed(err error) uint32 {
 	return errno(err)
 }
 
-// chunked calls fn on pieces of [off, off+n) of at most max bytes (0 means
-// one piece), stopping at the first error.
-func (s *Server) chunked(off, n, max int64, fn func(off, n int64) error) error {
+// chunked calls fn on pieces of [off, off+n) of at most limit bytes (0
+// means one piece), in order, stopping at the first error.
+func chunked(off, n, limit int64, fn func(off, n int64) error) error {
 	for n > 0 {
 		k := n
-		if max > 0 && k > max {
-			k = max
+		if limit > 0 && k > limit {
+			k = limit
 		}
 		if err := fn(off, k); err != nil {
 			return err
@@ -76,7 +76,7 @@ func (c *conn) read(r proto.Request) {
 	p := c.s.getBuf(int(n))
 	defer c.s.putBuf(p)
 	buf := p.b
-	err := c.s.chunked(off, n, c.s.ex.maxIO, func(o, k int64) error {
+	err := chunked(off, n, c.s.ex.maxIO, func(o, k int64) error {
 		got, err := c.s.dev.ReadAt(buf[o-off:o-off+k], o)
 		if errors.Is(err, io.EOF) && int64(got) == k {
 			err = nil
@@ -107,7 +107,7 @@ func (s *Server) writeZeroes(off, n int64, flags uint16) uint32 {
 	var err error
 	native := s.ex.zeroer != nil && flags&proto.CmdFlagNoHole == 0
 	if native {
-		err = s.chunked(off, n, s.ex.limits.MaxWriteZeroes, s.ex.zeroer.WriteZeroes)
+		err = chunked(off, n, s.ex.limits.MaxWriteZeroes, s.ex.zeroer.WriteZeroes)
 		if errors.Is(err, device.ErrNotSupported) {
 			native = false
 		} else if err != nil {
@@ -122,7 +122,7 @@ func (s *Server) writeZeroes(off, n int64, flags uint16) uint32 {
 		if s.ex.maxIO > 0 {
 			step = min(step, s.ex.maxIO)
 		}
-		err = s.chunked(off, n, step, func(o, k int64) error {
+		err = chunked(off, n, step, func(o, k int64) error {
 			_, err := s.dev.WriteAt(s.ex.zeros[:k], o)
 			return err
 		})
@@ -136,7 +136,7 @@ func (s *Server) writeZeroes(off, n int64, flags uint16) uint32 {
 // trim discards [off, off+n). A device that turns out not to support it
 // is not an error: trimming is a hint.
 func (s *Server) trim(off, n int64) error {
-	err := s.chunked(off, n, s.ex.limits.MaxDiscard, s.ex.discarder.Discard)
+	err := chunked(off, n, s.ex.limits.MaxDiscard, s.ex.discarder.Discard)
 	if errors.Is(err, device.ErrNotSupported) {
 		return nil
 	}

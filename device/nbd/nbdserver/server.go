@@ -3,7 +3,6 @@ package nbdserver
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -169,27 +168,34 @@ func New(dev device.Device, o *Options) (*Server, error) {
 }
 
 // Serve accepts connections on l and serves each on its own goroutines
-// until Shutdown or Close; it then returns ErrServerClosed. Any other
-// accept error closes l and is returned. Serve takes ownership of l.
+// until Shutdown or Close; it then returns ErrServerClosed. Temporary
+// accept errors (too many open files) are retried after a growing pause of
+// up to 1 s; any other accept error closes l and is returned. Serve takes
+// ownership of l.
 func (s *Server) Serve(l net.Listener) error {
 	if !s.track(l, true) {
 		l.Close()
 		return ErrServerClosed
 	}
 	defer s.track(l, false)
+	var delay time.Duration // backoff after temporary accept errors
 	for {
 		nc, err := l.Accept()
 		if err != nil {
-			l.Close()
 			if s.closing() {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			// Out of file descriptors and the like: wait, as net/http does.
+			if te, ok := err.(interface{ Temporary() bool }); ok && te.Temporary() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.logf("nbdserver: accept: %v; retrying in %v", err, delay)
+				time.Sleep(delay)
 				continue
 			}
+			l.Close()
 			return fmt.Errorf("nbdserver: accept: %w", err)
 		}
+		delay = 0
 		c := newConn(s, nc)
 		if !s.add(c) {
 			nc.Close()
