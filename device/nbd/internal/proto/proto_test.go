@@ -44,10 +44,10 @@ func TestRoundTrip(t *testing.T) {
 func TestParseMalformed(t *testing.T) {
 	for _, b := range [][]byte{
 		nil,
-		{0, 0, 0, 5, 'a', 0, 0},                      // name longer than the data
-		{0, 0, 0, 1, 'a', 0, 2, 0, 0},                // two infos announced, one sent
-		append(GoData("x"), 0),                       // trailing byte
-		{0xff, 0xff, 0xff, 0xff, 0, 0},               // huge name length
+		{0, 0, 0, 5, 'a', 0, 0},        // name longer than the data
+		{0, 0, 0, 1, 'a', 0, 2, 0, 0},  // two infos announced, one sent
+		append(GoData("x"), 0),         // trailing byte
+		{0xff, 0xff, 0xff, 0xff, 0, 0}, // huge name length
 		append([]byte{0, 0, 0, 0}, 0xff, 0xff, 0, 0), // meta: 4 billion queries
 	} {
 		if _, _, err := ParseGoData(b); !errors.Is(err, ErrMalformed) {
