@@ -2,10 +2,15 @@ package nbdserver_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/kcopyd/kcopyd/device"
+	"github.com/kcopyd/kcopyd/device/faultdev"
 	"github.com/kcopyd/kcopyd/device/nbd/internal/proto"
 	"github.com/kcopyd/kcopyd/device/nbd/nbdserver"
 	"github.com/kcopyd/kcopyd/internal/testutil"
@@ -233,4 +238,75 @@ func TestAbortAndUnknownExportName(t *testing.T) {
 	r = dialRaw(t, s)
 	r.flags(1 << 5) // unknown client flag
 	r.expectClosed()
+}
+
+// TestFUAFlushes checks that FUA writes are flushed before the reply and
+// plain writes are not.
+func TestFUAFlushes(t *testing.T) {
+	var flushes atomic.Int32
+	dev := faultdev.Wrap(memDev(t, 1<<20), faultdev.InjectorFunc(func(op faultdev.Op) faultdev.Fault {
+		if op.Kind == device.OpFlush {
+			flushes.Add(1)
+		}
+		return faultdev.Fault{}
+	}))
+	s := serve(t, dev, nil)
+	r := dialRaw(t, s)
+	r.start(false, false)
+	for i, tc := range []struct {
+		typ, flags uint16
+		payload    []byte
+		want       int32
+	}{
+		{proto.CmdWrite, 0, make([]byte, 512), 0},
+		{proto.CmdWrite, proto.CmdFlagFUA, make([]byte, 512), 1},
+		{proto.CmdWriteZeroes, proto.CmdFlagFUA, nil, 2},
+		{proto.CmdTrim, proto.CmdFlagFUA, nil, 3},
+		{proto.CmdFlush, 0, nil, 4},
+	} {
+		n := uint32(len(tc.payload))
+		if tc.typ == proto.CmdWriteZeroes || tc.typ == proto.CmdTrim {
+			n = 512
+		}
+		r.request(tc.typ, tc.flags, uint64(i), 0, n, tc.payload)
+		if _, e, _ := r.reply(); e != 0 || flushes.Load() != tc.want {
+			t.Fatalf("command %d flags %#x: error %d, %d flushes; want %d", tc.typ, tc.flags, e, flushes.Load(), tc.want)
+		}
+	}
+}
+
+// TestDeviceErrors checks that device failures reach the client as EIO
+// (ENOSPC for a full disk) with no device message, and that the
+// connection survives them.
+func TestDeviceErrors(t *testing.T) {
+	fail := func(op faultdev.Op) faultdev.Fault {
+		switch {
+		case op.Kind == device.OpRead && op.Off == 0:
+			return faultdev.Fault{Err: errors.New("/secret/path broke")}
+		case op.Kind == device.OpWrite && op.Off == 0:
+			return faultdev.Fault{Err: syscall.ENOSPC}
+		}
+		return faultdev.Fault{}
+	}
+	s := serve(t, faultdev.Wrap(memDev(t, 1<<20), faultdev.InjectorFunc(fail)), nil)
+	r := dialRaw(t, s)
+	r.start(true, false)
+	r.request(proto.CmdRead, 0, 1, 0, 4096, nil)
+	h := r.read(proto.StructuredHeaderSize)
+	c, err := proto.ParseChunk(h)
+	if err != nil || c.Type != proto.ReplyTypeError {
+		t.Fatalf("failed read answered %+v, %v; want an error chunk", c, err)
+	}
+	ec, err := proto.ParseErrorChunk(c.Type, r.read(int(c.Length)))
+	if err != nil || ec.Error != proto.EIO || strings.Contains(ec.Message, "secret") {
+		t.Fatalf("error chunk %+v, %v; want EIO without the device's message", ec, err)
+	}
+	r.request(proto.CmdWrite, 0, 2, 0, 512, make([]byte, 512))
+	if _, e, _ := r.reply(); e != proto.ENOSPC {
+		t.Fatalf("write on a full device = error %d; want ENOSPC", e)
+	}
+	r.request(proto.CmdRead, 0, 3, 4096, 4096, nil)
+	if _, e, data := r.reply(); e != 0 || len(data) != 4096 {
+		t.Fatalf("read after the failures = error %d, %d bytes", e, len(data))
+	}
 }
