@@ -40,9 +40,11 @@
 // at most Options.MaxInFlight requests and Options.MaxInFlightBytes of
 // payload; beyond that the server stops reading it until a request
 // completes. READ, WRITE, WRITE_ZEROES, TRIM, FLUSH, BLOCK_STATUS and DISC
-// are served; FUA flushes after the write. Reads are answered with one
-// data chunk when structured replies are negotiated, with a simple reply
-// otherwise. WRITE_ZEROES uses the device's native write-zeroes
+// are served; FUA flushes after the write. With structured replies, reads
+// of 64 KiB or more send the runs the device's extents report as zeroes as
+// hole chunks (NBD_REPLY_TYPE_OFFSET_HOLE) and the rest as data chunks;
+// smaller reads, and reads with NBD_CMD_FLAG_DF, get one data chunk.
+// Without structured replies a read gets a simple reply and the data. WRITE_ZEROES uses the device's native write-zeroes
 // (device.WriteZeroer), or writes zeroes when there is none or
 // NBD_CMD_FLAG_NO_HOLE forbids punching holes; with NBD_CMD_FLAG_FAST_ZERO
 // it fails with NBD_ENOTSUP instead of writing zeroes. Block status comes

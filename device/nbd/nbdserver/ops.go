@@ -11,6 +11,14 @@ import (
 // maxDescriptors caps the extents of one block status reply (128 KiB).
 const maxDescriptors = 16384
 
+// Sparse reads: structured reads of at least holeReadMin bytes ask the
+// device for its extents and send runs of zeroes as hole chunks, in at
+// most maxReadChunks chunks. Smaller reads are not worth the question.
+const (
+	holeReadMin   = 64 << 10
+	maxReadChunks = 64
+)
+
 // handle carries out a validated request and answers it. buf is the
 // payload of a write.
 func (c *conn) handle(r proto.Request, buf []byte) {
@@ -73,17 +81,16 @@ func chunked(off, n, limit int64, fn func(off, n int64) error) error {
 // reply followed by the data otherwise.
 func (c *conn) read(r proto.Request) {
 	off, n := int64(r.Offset), int64(r.Length)
+	if c.neg.structured && r.Flags&proto.CmdFlagDF == 0 && n >= holeReadMin && c.s.ex.extenter != nil {
+		if segs := c.s.segments(off, n); len(segs) > 1 || segs[0].zero {
+			c.readSparse(r, segs)
+			return
+		}
+	}
 	p := c.s.getBuf(int(n))
 	defer c.s.putBuf(p)
 	buf := p.b
-	err := chunked(off, n, c.s.ex.maxIO, func(o, k int64) error {
-		got, err := c.s.dev.ReadAt(buf[o-off:o-off+k], o)
-		if errors.Is(err, io.EOF) && int64(got) == k {
-			err = nil
-		}
-		return err
-	})
-	if err != nil {
+	if err := c.s.readAt(buf, off); err != nil {
 		c.replyError(r, c.s.failed(err))
 		return
 	}
@@ -96,6 +103,92 @@ func (c *conn) read(r proto.Request) {
 		hdr := proto.AppendChunk(nil, proto.ReplyFlagDone, proto.ReplyTypeOffsetData, r.Cookie, uint32(8+n))
 		c.send(proto.AppendUint64(hdr, r.Offset), buf)
 	}
+}
+
+// readAt fills buf from off, in pieces of at most the device's largest
+// transfer.
+func (s *Server) readAt(buf []byte, off int64) error {
+	return chunked(off, int64(len(buf)), s.ex.maxIO, func(o, k int64) error {
+		got, err := s.dev.ReadAt(buf[o-off:o-off+k], o)
+		if errors.Is(err, io.EOF) && int64(got) == k {
+			err = nil
+		}
+		return err
+	})
+}
+
+// segment is a run of a read that holds data or reads as zeroes.
+type segment struct {
+	off, n int64
+	zero   bool
+}
+
+// segments splits [off, off+n) into data and zero runs from the device's
+// extents, in at most maxReadChunks runs (the rest is one data run). When
+// the device cannot tell, the whole range is one data run.
+func (s *Server) segments(off, n int64) []segment {
+	end := off + n
+	var segs []segment
+	for full := false; off < end && !full; {
+		ext, err := s.ex.extenter.Extents(off, end-off)
+		if err != nil || len(ext) == 0 || ext[0].Off != off || ext[0].Len <= 0 {
+			break // the rest is read as data
+		}
+		for _, e := range ext {
+			hi := min(e.Off+e.Len, end)
+			if e.Off != off || hi <= off {
+				break
+			}
+			k := len(segs) - 1
+			switch {
+			case k >= 0 && segs[k].zero == e.Zero:
+				segs[k].n += hi - off
+			case len(segs) < maxReadChunks-1:
+				segs = append(segs, segment{off: off, n: hi - off, zero: e.Zero})
+			default:
+				full = true
+			}
+			if full {
+				break
+			}
+			off = hi
+		}
+	}
+	if off < end {
+		if k := len(segs) - 1; k >= 0 && !segs[k].zero {
+			segs[k].n += end - off
+		} else {
+			segs = append(segs, segment{off: off, n: end - off})
+		}
+	}
+	return segs
+}
+
+// readSparse answers a structured read with a data chunk per data run and
+// a hole chunk per zero run, all sent together once every run was read.
+func (c *conn) readSparse(r proto.Request, segs []segment) {
+	p := c.s.getBuf(int(r.Length))
+	defer c.s.putBuf(p)
+	parts := make([][]byte, 0, 2*len(segs))
+	for i, sg := range segs {
+		var flags uint16
+		if i == len(segs)-1 {
+			flags = proto.ReplyFlagDone
+		}
+		if sg.zero {
+			h := proto.AppendChunk(nil, flags, proto.ReplyTypeOffsetHole, r.Cookie, proto.OffsetHoleLen)
+			parts = append(parts, proto.AppendUint32(proto.AppendUint64(h, uint64(sg.off)), uint32(sg.n)))
+			continue
+		}
+		buf := p.b[sg.off-int64(r.Offset) : sg.off-int64(r.Offset)+sg.n]
+		if err := c.s.readAt(buf, sg.off); err != nil {
+			c.replyError(r, c.s.failed(err))
+			return
+		}
+		h := proto.AppendChunk(nil, flags, proto.ReplyTypeOffsetData, r.Cookie, uint32(8+sg.n))
+		parts = append(parts, proto.AppendUint64(h, uint64(sg.off)), buf)
+	}
+	c.send(parts...)
 }
 
 // writeZeroes zeroes [off, off+n) natively when the device can and

@@ -310,3 +310,33 @@ func TestDeviceErrors(t *testing.T) {
 		t.Fatalf("read after the failures = error %d, %d bytes", e, len(data))
 	}
 }
+
+// TestSparseReads checks that structured reads send runs of zeroes as hole
+// chunks, except with DF or for small reads, and that the bytes are right
+// either way.
+func TestSparseReads(t *testing.T) {
+	m := memDev(t, 1<<20)
+	testutil.WritePattern(t, m, 10, 256<<10, 128<<10)
+	want := m.Bytes()
+	s := serve(t, m, nil)
+	r := dialRaw(t, s)
+	r.start(true, false)
+	for _, tc := range []struct {
+		flags     uint16
+		off, n    uint32
+		wantHoles int
+	}{
+		{0, 0, 1 << 20, 2},
+		{proto.CmdFlagDF, 0, 1 << 20, 0},
+		{0, 4096, 4096, 0},
+		{0, 300 << 10, 200 << 10, 1},
+		{0, 512 << 10, 256 << 10, 1},
+	} {
+		r.request(proto.CmdRead, tc.flags, 1, uint64(tc.off), tc.n, nil)
+		data, holes, e := r.readChunks(uint64(tc.off), tc.n)
+		if e != 0 || holes != tc.wantHoles || !bytes.Equal(data, want[tc.off:tc.off+tc.n]) {
+			t.Errorf("read(flags %#x, %d, %d): error %d, %d hole chunks (want %d), data right %v",
+				tc.flags, tc.off, tc.n, e, holes, tc.wantHoles, bytes.Equal(data, want[tc.off:tc.off+tc.n]))
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package nbdserver_test
 
 import (
+	"bytes"
 	"io"
 	"net"
 	"testing"
@@ -157,5 +158,36 @@ func (r *rawClient) expectClosed() {
 	var b [1]byte
 	if n, err := r.c.Read(b[:]); err == nil {
 		r.tb.Fatalf("read %d bytes from a connection the server should have closed", n)
+	}
+}
+
+// readChunks reads the structured reply to a read of n bytes at off,
+// placing data and hole chunks by their offsets, and counts the holes.
+func (r *rawClient) readChunks(off uint64, n uint32) (data []byte, holes int, errno uint32) {
+	r.tb.Helper()
+	data = bytes.Repeat([]byte{0xee}, int(n)) // bytes no chunk covers stay 0xee
+	for {
+		ch, err := proto.ParseChunk(r.read(proto.StructuredHeaderSize))
+		if err != nil {
+			r.tb.Fatal(err)
+		}
+		p := r.read(int(ch.Length))
+		switch ch.Type {
+		case proto.ReplyTypeOffsetData:
+			copy(data[proto.Uint64(p)-off:], p[8:])
+		case proto.ReplyTypeOffsetHole:
+			o, k, err := proto.ParseOffsetHole(p)
+			if err != nil {
+				r.tb.Fatal(err)
+			}
+			clear(data[o-off : o-off+uint64(k)])
+			holes++
+		case proto.ReplyTypeError:
+			ec, _ := proto.ParseErrorChunk(ch.Type, p)
+			errno = ec.Error
+		}
+		if ch.Done() {
+			return data, holes, errno
+		}
 	}
 }
