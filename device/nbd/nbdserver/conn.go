@@ -99,6 +99,8 @@ func (c *conn) stopReading() {
 }
 
 // close closes the connection (TLS first, when up). Safe to call twice.
+// It does not block on a reply stuck writing to a client that does not
+// read: tls.Conn.Close then skips close_notify and closes the socket.
 func (c *conn) close() {
 	c.stopReading()
 	c.smu.Lock()

@@ -3,8 +3,11 @@ package nbdserver_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"net"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,6 +16,7 @@ import (
 	"github.com/kcopyd/kcopyd/device/faultdev"
 	"github.com/kcopyd/kcopyd/device/nbd/internal/proto"
 	"github.com/kcopyd/kcopyd/device/nbd/nbdserver"
+	"github.com/kcopyd/kcopyd/device/nbd/nbdtest"
 	"github.com/kcopyd/kcopyd/internal/testutil"
 )
 
@@ -235,4 +239,53 @@ func TestShutdownDuringHandshake(t *testing.T) {
 		t.Fatalf("Shutdown = %v", err)
 	}
 	r.expectClosed()
+}
+
+// TestCloseWithStuckClient checks that Close returns when a TLS client
+// stops reading its replies, so that handlers are blocked writing them.
+func TestCloseWithStuckClient(t *testing.T) {
+	p := nbdtest.NewPKI(t, false)
+	srv, err := nbdserver.New(memDev(t, 32<<20), &nbdserver.Options{TLSConfig: tlsConfig(t, p, false), TLSRequired: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, client := net.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.ServeConn(server)
+	}()
+	r := &rawClient{tb: t, c: client}
+	r.read(proto.GreetingSize)
+	r.flags(proto.ClientFixedNewstyle | proto.ClientNoZeroes)
+	r.expectOpt(proto.OptStartTLS, nil, proto.RepAck)
+	pool := x509.NewCertPool()
+	pem, err := os.ReadFile(p.CA())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool.AppendCertsFromPEM(pem)
+	tc := tls.Client(client, &tls.Config{RootCAs: pool, ServerName: "localhost"})
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	r.c = tc
+	r.expectOpt(proto.OptGo, proto.GoData(""), proto.RepAck)
+	for i := range 8 {
+		r.request(proto.CmdRead, 0, uint64(i), 0, 1<<20, nil)
+	}
+	// The server is (or soon will be) blocked writing replies nobody
+	// reads; net.Pipe has no buffer at all.
+	closed := make(chan struct{})
+	go func() {
+		srv.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close hangs on a client that does not read")
+	}
+	<-done
+	client.Close()
 }
