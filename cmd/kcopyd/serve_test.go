@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/kcopyd/kcopyd/device/blockdev/looptest"
 	"github.com/kcopyd/kcopyd/device/nbd/nbdtest"
 )
 
@@ -199,5 +200,24 @@ func TestServeReplacesStaleSocket(t *testing.T) {
 	}
 	if _, err := os.Lstat(sock); !os.IsNotExist(err) {
 		t.Errorf("the socket is still there after exit: %v", err)
+	}
+}
+
+// TestBinaryServeBlockDevice serves a loop device: data written by nbdcopy
+// reaches the device, flushed at exit.
+func TestBinaryServeBlockDevice(t *testing.T) {
+	bin := buildBinary(t)
+	nbdtest.NeedBin(t, "nbdcopy")
+	dev := looptest.New(t, 4<<20)
+	dir := nbdtest.ShortDir(t)
+	data := randomBytes(24, 4<<20)
+	src := writeFile(t, dir, "src.img", data)
+	p := startServe(t, bin, dev, "--socket", filepath.Join(dir, "s"))
+	tool(t, "nbdcopy", src, p.url)
+	if code := p.stop(t, syscall.SIGTERM); code != 0 {
+		t.Fatalf("kcopyd serve after SIGTERM exited %d\n%s", code, p.stderr.String())
+	}
+	if !bytes.Equal(readFile(t, dev), data) {
+		t.Fatal("the loop device does not hold what nbdcopy wrote")
 	}
 }
