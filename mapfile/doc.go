@@ -72,7 +72,7 @@
 //	536936448 131072 done
 //	537067520 1048576 failed write=1
 //	538116096 535625728 untried
-//	crc32 5cbd29f0
+//	crc32 24293dac
 //
 // The lines, in this order:
 //

@@ -15,6 +15,9 @@ func (p *parser) parseJob(j *Job) error {
 		return err
 	}
 	j.Kind = Kind(f[0])
+	if j.Kind != KindCopy && j.Kind != KindZero {
+		return p.errorf(line, "kind %q is neither %q nor %q", j.Kind, KindCopy, KindZero)
+	}
 	if j.Kind == KindCopy {
 		if j.Source, err = p.parseLocation("source", ""); err != nil {
 			return err
