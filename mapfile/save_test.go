@@ -121,7 +121,7 @@ func TestSaveKilled(t *testing.T) {
 	t.Logf("seed %d (kill points)", seed)
 	rng := rand.New(rand.NewPCG(seed, 2))
 	path := filepath.Join(t.TempDir(), "copy.map")
-	var acked int64 // done bytes of the last Save the child reported
+	var acked int64       // done bytes of the last Save the child reported
 	var midSave, torn int // kills that left a temporary file, a torn one
 	for kill := range 25 {
 		saves := 1 + rng.IntN(8)
