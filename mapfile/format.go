@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -31,7 +32,8 @@ const (
 // encode returns the map file's text, its status line stamped now.
 func (m *Map) encode(now time.Time) []byte {
 	m.mu.Lock()
-	rs := m.mu.ranges
+	rs := slices.Clone(m.mu.ranges) // format without holding up marks
+	m.mu.Unlock()
 	done, failed, untried := counts(rs)
 	var b bytes.Buffer
 	b.Grow(512 + 40*len(rs))
@@ -56,7 +58,6 @@ func (m *Map) encode(now time.Time) []byte {
 	for _, r := range rs {
 		fmt.Fprintf(&b, "%d %d %s\n", r.Off, r.Len, stateString(r))
 	}
-	m.mu.Unlock()
 	fmt.Fprintf(&b, "crc32 %08x\n", crc32.ChecksumIEEE(b.Bytes()))
 	return b.Bytes()
 }

@@ -8,7 +8,6 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 )
@@ -88,23 +87,7 @@ func TestFormatRoundTrip(t *testing.T) {
 		"failed":   func() *Map { m := mustNew(t, copyJob(10, 1)); m.MarkFailed(0, 10, 0); return m }(),
 	} {
 		t.Run(name, func(t *testing.T) {
-			data := m.encode(testTime)
-			back, err := Parse(data)
-			if err != nil {
-				t.Fatalf("Parse(encode()) = %v\n%s", err, data)
-			}
-			if err := back.Check(m.Job()); err != nil {
-				t.Errorf("Check after a round trip: %v", err)
-			}
-			if got, want := slices.Collect(back.Ranges()), slices.Collect(m.Ranges()); !slices.Equal(got, want) {
-				t.Errorf("ranges after a round trip = %v; want %v", got, want)
-			}
-			if !slices.Equal(back.job.Dests, m.job.Dests) || back.job.ChunkSize != m.job.ChunkSize {
-				t.Errorf("job after a round trip = %+v; want %+v", back.job, m.job)
-			}
-			if got := back.encode(testTime); !bytes.Equal(got, data) {
-				t.Errorf("re-encoded =\n%s\nwant\n%s", got, data)
-			}
+			back := checkRoundTrip(t, m)
 			if back.Saved() != "2026-11-29T14:30:00Z" {
 				t.Errorf("Saved() = %q; want the status time", back.Saved())
 			}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"slices"
 	"testing"
 )
 
@@ -60,20 +59,7 @@ func checkParse(t *testing.T, data []byte) {
 	if err := m.Check(m.Job()); err != nil {
 		t.Fatalf("a parsed map does not match its own job: %v", err)
 	}
-	enc := m.encode(testTime)
-	back, err := Parse(enc)
-	if err != nil {
-		t.Fatalf("Parse(encode(Parse(data))) = %v\n%s", err, enc)
-	}
-	if err := back.Check(m.Job()); err != nil {
-		t.Fatalf("round trip changed the job: %v", err)
-	}
-	if !slices.Equal(slices.Collect(back.Ranges()), slices.Collect(m.Ranges())) {
-		t.Fatalf("round trip changed the ranges: %s; was %s", rangesString(back), rangesString(m))
-	}
-	if again := back.encode(testTime); !bytes.Equal(again, enc) {
-		t.Fatalf("encoding is not stable:\n%s\nthen\n%s", enc, again)
-	}
+	checkRoundTrip(t, m)
 	m.RetryFailed()
 	checkInvariants(t, m)
 }

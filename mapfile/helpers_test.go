@@ -1,7 +1,9 @@
 package mapfile
 
 import (
+	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -67,4 +69,37 @@ func checkInvariants(tb testing.TB, m *Map) {
 	if total := m.job.Length(); next != total {
 		tb.Fatalf("ranges end at %d; the job is %d bytes", next, total)
 	}
+}
+
+// seededRand returns a random source whose seed it logs, so that a failure
+// can be replayed; stream tells tests apart.
+func seededRand(tb testing.TB, stream uint64) *rand.Rand {
+	seed := rand.Uint64()
+	tb.Logf("seed %d", seed)
+	return rand.New(rand.NewPCG(seed, stream))
+}
+
+// checkRoundTrip fails the test unless m encodes to a file that parses
+// back to the same job and ranges and encodes to the same bytes again.
+// It returns the parsed map.
+func checkRoundTrip(tb testing.TB, m *Map) *Map {
+	tb.Helper()
+	data := m.encode(testTime)
+	back, err := Parse(data)
+	if err != nil {
+		tb.Fatalf("Parse(encode()) = %v\n%s", err, data)
+	}
+	if err := back.Check(m.Job()); err != nil {
+		tb.Fatalf("a round trip changed the job: %v", err)
+	}
+	if !slices.Equal(back.job.Dests, m.job.Dests) || back.job.ChunkSize != m.job.ChunkSize {
+		tb.Fatalf("job after a round trip = %+v; want %+v", back.job, m.job)
+	}
+	if got, want := rangesString(back), rangesString(m); got != want {
+		tb.Fatalf("ranges after a round trip = %s; want %s", got, want)
+	}
+	if again := back.encode(testTime); !bytes.Equal(again, data) {
+		tb.Fatalf("encoding is not stable:\n%s\nthen\n%s", data, again)
+	}
+	return back
 }

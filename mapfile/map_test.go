@@ -1,7 +1,6 @@
 package mapfile
 
 import (
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -88,9 +87,7 @@ func TestMapMisusePanics(t *testing.T) {
 // TestMapModel compares the map with a byte-per-byte model under random
 // marks, and the counts, Untried, Failed and Complete with the model's.
 func TestMapModel(t *testing.T) {
-	seed := rand.Uint64()
-	t.Logf("seed %d", seed)
-	rng := rand.New(rand.NewPCG(seed, 0))
+	rng := seededRand(t, 0)
 	for round := range 200 {
 		n := 1 + rng.Int64N(300)
 		m := mustNew(t, copyJob(n, 3))
@@ -189,9 +186,7 @@ func TestMapIterateWhileMarking(t *testing.T) {
 // made the map more pessimistic: nothing done that the model does not
 // call done, every untried byte still untried.
 func TestMapCoarsenNeverClaimsDone(t *testing.T) {
-	seed := rand.Uint64()
-	t.Logf("seed %d", seed)
-	rng := rand.New(rand.NewPCG(seed, 1))
+	rng := seededRand(t, 1)
 	for round := range 100 {
 		n := 200 + rng.Int64N(2000)
 		m := mustNew(t, copyJob(n, 3))

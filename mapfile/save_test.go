@@ -116,16 +116,15 @@ func TestSaveKilled(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kills 25 child processes; skipped under -short")
 	}
-	seed := rand.Uint64()
-	t.Logf("seed %d (kill points)", seed)
-	rng := rand.New(rand.NewPCG(seed, 2))
+	rng := seededRand(t, 2) // the kill points
+
 	path := filepath.Join(t.TempDir(), "copy.map")
 	var acked int64       // done bytes of the last Save the child reported
 	var midSave, torn int // kills that left a temporary file, a torn one
 	for kill := range 25 {
 		saves := 1 + rng.IntN(8)
 		delay := time.Duration(rng.Int64N(int64(5 * time.Millisecond)))
-		last := runAndKill(t, path, seed+uint64(kill), saves, delay)
+		last := runAndKill(t, path, rng.Uint64(), saves, delay)
 		acked = max(acked, last)
 		if _, err := os.Stat(path + ".tmp"); err == nil {
 			midSave++
