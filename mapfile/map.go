@@ -179,6 +179,26 @@ func (m *Map) RetryFailed() int64 {
 	return n
 }
 
+// markUntriedDone marks done the untried bytes of r, leaving the others.
+func (m *Map) markUntriedDone(r Range) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var untried []Range
+	for _, x := range m.mu.ranges[firstEndingAfter(m.mu.ranges, r.Off):] {
+		if x.Off >= r.End() {
+			break
+		}
+		if x.State == Untried {
+			lo, hi := max(x.Off, r.Off), min(x.End(), r.End())
+			untried = append(untried, Range{Off: lo, Len: hi - lo, State: Done})
+		}
+	}
+	for _, u := range untried {
+		m.mu.ranges = set(m.mu.ranges, u)
+	}
+	m.bound()
+}
+
 // mark sets the state of r's bytes to r's, merging with its neighbours,
 // and coarsens the map if it grew past its bound.
 func (m *Map) mark(r Range) {
@@ -200,7 +220,7 @@ func (m *Map) mark(r Range) {
 func set(rs []Range, r Range) []Range {
 	// i: first range ending after r.Off; j: first range starting at or
 	// after r.End().
-	i, _ := slices.BinarySearchFunc(rs, r.Off, func(x Range, off int64) int { return cmpInt(x.End(), off+1) })
+	i := firstEndingAfter(rs, r.Off)
 	j, _ := slices.BinarySearchFunc(rs, r.End(), func(x Range, end int64) int { return cmpInt(x.Off, end) })
 	repl := make([]Range, 0, 3)
 	if left := rs[i]; left.Off < r.Off {
@@ -222,6 +242,13 @@ func set(rs []Range, r Range) []Range {
 		j++
 	}
 	return slices.Replace(rs, i, j, mergeAdjacent(repl)...)
+}
+
+// firstEndingAfter returns the index of the first range of rs that ends
+// after off (len(rs) if none).
+func firstEndingAfter(rs []Range, off int64) int {
+	i, _ := slices.BinarySearchFunc(rs, off, func(x Range, off int64) int { return cmpInt(x.End(), off+1) })
+	return i
 }
 
 // mergeAdjacent merges adjacent ranges with the same state in place.

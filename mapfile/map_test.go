@@ -243,7 +243,7 @@ func TestMapManyFailures(t *testing.T) {
 	}
 	rs := slices.Collect(m.Ranges())
 	for _, f := range failed {
-		i, _ := slices.BinarySearchFunc(rs, f.Off, func(r Range, off int64) int { return cmpInt(r.End(), off+1) })
+		i := firstEndingAfter(rs, f.Off)
 		for ; i < len(rs) && rs[i].Off < f.End(); i++ {
 			if rs[i].State == Done {
 				t.Fatalf("failed range [%d, +%d) is done in the map: %+v", f.Off, f.Len, rs[i])

@@ -171,8 +171,10 @@ func (c *Checkpointer) Pending() int64 {
 
 // Checkpoint takes the ranges added so far, calls flush, which must make
 // every destination durable (fsync, NBD_CMD_FLUSH), then marks those
-// ranges done and saves the map atomically. Ranges added while it runs
-// wait for the next Checkpoint. It blocks for the flush and the save.
+// ranges done and saves the map atomically. Only bytes still untried are
+// marked: a byte marked failed (or done) since its Add keeps that state.
+// Ranges added while it runs wait for the next Checkpoint. It blocks for
+// the flush and the save.
 //
 // When flush fails, the ranges are dropped, not kept for a later
 // Checkpoint: after a failed fsync the kernel may have discarded the dirty
@@ -194,7 +196,7 @@ func (c *Checkpointer) Checkpoint(flush func() error) error {
 		return errors.Join(err, c.m.Save(c.path))
 	}
 	for _, r := range batch {
-		c.m.MarkDone(r.Off, r.Len)
+		c.m.markUntriedDone(r)
 	}
 	return c.m.Save(c.path)
 }

@@ -278,4 +278,14 @@ func TestCheckpointerOrdering(t *testing.T) {
 	if got := rangesString(m); got != want {
 		t.Errorf("the failed flush's ranges came back: %s", got)
 	}
+	// A range marked failed after its Add stays failed.
+	ck.Add(8192, 8192)
+	m.MarkFailed(12288, 512, 1)
+	if err := ck.Checkpoint(func() error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	want = "0 12288 done; 12288 512 failed write=1; 12800 3584 done; 16384 49152 untried; 65536 4096 done; 69632 978944 untried"
+	if got := rangesString(m); got != want {
+		t.Errorf("after a failure since Add: ranges = %s; want %s", got, want)
+	}
 }
