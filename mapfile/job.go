@@ -32,7 +32,9 @@ type Location struct {
 	// It must not be empty.
 	ID string
 	// Size is the device's size in bytes when the job was set up. Check
-	// compares it: a device that grew or shrank is another job.
+	// compares it: a device that grew or shrank is another job. For a
+	// destination the job creates, record the size it is created with, so
+	// that the rerun, which finds it existing, matches.
 	Size int64
 }
 
