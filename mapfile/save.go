@@ -47,7 +47,8 @@ func Load(path string) (*Map, error) {
 // path+".tmp", syncs it, renames it over path, and syncs the directory. A
 // crash at any moment leaves path holding either the old map or the new
 // one, never a mix (a stale path+".tmp" may remain; the next Save
-// replaces it). When Save returns nil the new map is durable. On error,
+// removes it). A symbolic link at path is replaced, not followed. When
+// Save returns nil the new map is durable. On error,
 // path is unchanged or already the new map, the temporary file is
 // removed when possible, and the error says which step failed. Saves of
 // one Map are serialized; two Maps or processes must not save to the same
@@ -58,6 +59,9 @@ func (m *Map) Save(path string) error {
 	now := time.Now()
 	data := m.encode(now)
 	tmp := path + ".tmp"
+	if err := removeIfExists(tmp); err != nil { // a stale one from a crash
+		return err
+	}
 	if err := writeSynced(tmp, data); err != nil {
 		return errors.Join(err, removeIfExists(tmp))
 	}
@@ -86,10 +90,11 @@ func (m *Map) Saved() string {
 	return m.mu.saved
 }
 
-// writeSynced writes data to a new or truncated file at path and syncs
-// it before closing it.
+// writeSynced writes data to a new file at path and syncs it before
+// closing it. The file must not exist, so that a symbolic link planted
+// at path is not followed.
 func writeSynced(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return err
 	}

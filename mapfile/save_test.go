@@ -289,3 +289,26 @@ func TestCheckpointerOrdering(t *testing.T) {
 		t.Errorf("after a failure since Add: ranges = %s; want %s", got, want)
 	}
 }
+
+// TestSaveStaleTempNotFollowed plants a symbolic link where Save writes its
+// temporary file: Save replaces it and leaves the link's target alone.
+func TestSaveStaleTempNotFollowed(t *testing.T) {
+	dir := t.TempDir()
+	path, victim := filepath.Join(dir, "copy.map"), filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, []byte("keep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, path+".tmp"); err != nil {
+		t.Fatal(err)
+	}
+	m := docMap(t)
+	if err := m.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(victim); err != nil || string(b) != "keep" {
+		t.Errorf("the link's target = %q, %v; want it untouched", b, err)
+	}
+	if _, err := Load(path); err != nil {
+		t.Errorf("Load: %v", err)
+	}
+}
