@@ -35,6 +35,7 @@ var importRules = map[string][]string{
 	"M/internal/invariants":       {},
 	"M/internal/testutil":         {"M/device", "go.uber.org/goleak"},
 	"M/internal/throttle":         {},
+	"M/mapfile":                   {},
 }
 
 // importViolations returns one message per import in imports (package to
