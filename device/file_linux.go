@@ -174,7 +174,7 @@ func newFile(path string, fd *os.File, o FileOptions) (*File, error) {
 	f := &File{
 		path:     path,
 		size:     st.Size,
-		identity: fmt.Sprintf("file:%d:%d", st.Dev, st.Ino),
+		identity: FileIdentity(st.Dev, st.Ino),
 		readOnly: o.ReadOnly,
 		f:        fd,
 		limits:   Limits{LogicalBlockSize: 1},

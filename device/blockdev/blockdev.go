@@ -73,8 +73,8 @@ type Device struct {
 	minor    uint32
 	limits   device.Limits
 	info     Info
-	disk     string // identity of the whole disk, for partitions
-	start    int64  // byte offset of a partition on its disk
+	store    string // Placement: the store the device lies in
+	start    int64  // Placement: the device's byte offset in store
 
 	// mu guards fd against Close: I/O holds it shared, Close exclusively.
 	mu struct {
@@ -283,9 +283,7 @@ func (d *Device) probe() error {
 	}
 
 	q := readQueue(sysfsRoot, d.major, d.minor)
-	if q.partition && q.diskDev != "" {
-		d.disk, d.start = "blk:"+q.diskDev, q.startBytes
-	}
+	d.store, d.start = placement(fd, d.major, d.minor, q)
 	d.info = Info{
 		Path:                d.path,
 		Major:               d.major,
@@ -372,16 +370,15 @@ func (d *Device) String() string { return d.path }
 // Placement.
 func (d *Device) Identity() string { return fmt.Sprintf("blk:%d:%d", d.major, d.minor) }
 
-// Placement implements device.Placer: a partition is its disk's identity
-// and its start offset on the disk (sysfs start), so that overlap between
-// a partition and its disk, or two partitions, can be detected. A whole
-// disk, or a partition whose sysfs entry cannot be read, is itself at 0.
-func (d *Device) Placement() (string, int64) {
-	if d.disk != "" {
-		return d.disk, d.start
-	}
-	return d.Identity(), 0
-}
+// Placement implements device.Placer, so that overlap between aliases of
+// one store can be detected: a partition is its disk's identity and its
+// start offset on the disk (sysfs start); a loop device, or a partition of
+// one, is its backing file's device.FileIdentity and the loop's offset
+// (plus the partition's start), the same store as the file opened with
+// device.OpenFile by any name; a loop over a block device is that device.
+// A whole disk, or a partition whose sysfs entry cannot be read, is itself
+// at 0. Placement is fixed when the device is opened.
+func (d *Device) Placement() (string, int64) { return d.store, d.start }
 
 // Size implements device.Device.
 func (d *Device) Size() int64 { return d.size }
