@@ -144,9 +144,11 @@ func Open(path string, opts Options) (*Device, error) {
 		return nil, openErr(err)
 	}
 
-	flags := unix.O_CLOEXEC | unix.O_RDWR
+	// O_NONBLOCK: a path swapped for a FIFO after checkBlock must not
+	// block the open; probe checks the descriptor and clears the flag.
+	flags := unix.O_CLOEXEC | unix.O_NONBLOCK | unix.O_RDWR
 	if opts.ReadOnly {
-		flags = unix.O_CLOEXEC | unix.O_RDONLY
+		flags = unix.O_CLOEXEC | unix.O_NONBLOCK | unix.O_RDONLY
 	}
 	if opts.Direct {
 		flags |= unix.O_DIRECT
@@ -194,29 +196,9 @@ func checkBlock(path string) error {
 		return &os.PathError{Op: "stat", Path: path, Err: err}
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
-		return fmt.Errorf("%w: %s is a %s", ErrNotBlockDevice, path, fileKind(st.Mode))
+		return fmt.Errorf("%w: %s is a %s", ErrNotBlockDevice, path, device.FileKind(st.Mode))
 	}
 	return nil
-}
-
-func fileKind(mode uint32) string {
-	switch mode & unix.S_IFMT {
-	case unix.S_IFREG:
-		return "regular file"
-	case unix.S_IFDIR:
-		return "directory"
-	case unix.S_IFCHR:
-		return "character device"
-	case unix.S_IFIFO:
-		return "FIFO"
-	case unix.S_IFSOCK:
-		return "socket"
-	case unix.S_IFLNK:
-		return "symbolic link"
-	case unix.S_IFBLK:
-		return "block device"
-	}
-	return fmt.Sprintf("file of mode %#o", mode&unix.S_IFMT)
 }
 
 // kernelReadOnly reports whether the block device at path is marked
@@ -251,7 +233,10 @@ func (d *Device) probe() error {
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
 		// The path was replaced between stat and open.
-		return fmt.Errorf("%w: %s is a %s", ErrNotBlockDevice, d.path, fileKind(st.Mode))
+		return fmt.Errorf("%w: %s is a %s", ErrNotBlockDevice, d.path, device.FileKind(st.Mode))
+	}
+	if err := unix.SetNonblock(fd, false); err != nil {
+		return fmt.Errorf("clearing O_NONBLOCK: %w", err)
 	}
 	d.major, d.minor = unix.Major(st.Rdev), unix.Minor(st.Rdev)
 
