@@ -86,4 +86,3 @@ func TestLoopOverBlockDevice(t *testing.T) {
 		t.Errorf("loop over %s at 64KiB: Placement() = %q, %d; want %q, %d", lower, id, off, l.Identity(), 64*KiB)
 	}
 }
-
