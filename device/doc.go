@@ -35,7 +35,9 @@
 // sparse, and Identifier tells whether two handles are the same storage,
 // so that overlapping copies can be refused; Placer extends that to a
 // device that is a window onto a larger store, such as a partition of a
-// disk. Wrapper lets IdentityOf and PlacementOf look through devices that
+// disk or a loop device over a file (whose store is the file's
+// FileIdentity, so that the loop device and the file by any name compare
+// equal). Wrapper lets IdentityOf and PlacementOf look through devices that
 // wrap others.
 //
 // # Errors
