@@ -21,9 +21,17 @@ import (
 // untouched.
 func TestCopyAliasesRefused(t *testing.T) {
 	const size = 16 << 20
-	// source writes an 16 MiB random source into dir.
+	// source writes a 16 MiB random source into dir.
 	source := func(t *testing.T, dir string) string {
 		return writeFile(t, dir, "src", randomBytes(21, size))
+	}
+	// aliasCase copies the source's first MiB to 4 KiB further on in
+	// the alias of the source that mk makes.
+	aliasCase := func(mk func(t *testing.T, src string) string) func(t *testing.T, dir string) ([]string, string) {
+		return func(t *testing.T, dir string) ([]string, string) {
+			src := source(t, dir)
+			return []string{"copy", "--length", "1M", "--dest-offset", "4K", src, mk(t, src)}, ""
+		}
 	}
 	loop := func(t *testing.T, file string, opts ...looptest.Option) string {
 		return looptest.Attach(t, file, opts...)
@@ -55,41 +63,36 @@ func TestCopyAliasesRefused(t *testing.T) {
 			// The same 5 MiB at 0 of both: file bytes [4M, 5M) twice.
 			return []string{"copy", "--length", "5M", other, loop(t, back), loop(t, back, looptest.Offset(4<<20))}, ""
 		}, "is the same storage as the destination /dev/loop"},
-		{"symbolic link to the source", func(t *testing.T, dir string) ([]string, string) {
-			src := source(t, dir)
-			sym := filepath.Join(dir, "sym")
+		{"symbolic link to the source", aliasCase(func(t *testing.T, src string) string {
+			sym := filepath.Join(filepath.Dir(src), "sym")
 			if err := os.Symlink(src, sym); err != nil {
 				t.Fatal(err)
 			}
-			return []string{"copy", "--length", "1M", "--dest-offset", "4K", src, sym}, ""
-		}, "is the source"},
-		{"hard link to the source", func(t *testing.T, dir string) ([]string, string) {
-			src := source(t, dir)
-			hard := filepath.Join(dir, "hard")
+			return sym
+		}), "is the source"},
+		{"hard link to the source", aliasCase(func(t *testing.T, src string) string {
+			hard := filepath.Join(filepath.Dir(src), "hard")
 			if err := os.Link(src, hard); err != nil {
 				t.Fatal(err)
 			}
-			return []string{"copy", "--length", "1M", "--dest-offset", "4K", hard, src}, ""
-		}, "is the source"},
-		{"/proc/self/fd of the source", func(t *testing.T, dir string) ([]string, string) {
-			src := source(t, dir)
+			return hard
+		}), "is the source"},
+		{"/proc/self/fd of the source", aliasCase(func(t *testing.T, src string) string {
 			f, err := os.Open(src)
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { f.Close() })
-			return []string{"copy", "--length", "1M", "--dest-offset", "4K", src, fmt.Sprintf("/proc/self/fd/%d", f.Fd())}, ""
-		}, "is the source"},
-		{"bind mount of the source", func(t *testing.T, dir string) ([]string, string) {
-			src := source(t, dir)
-			target := filepath.Join(t.TempDir(), "target")
-			writeFile(t, filepath.Dir(target), "target", nil)
+			return fmt.Sprintf("/proc/self/fd/%d", f.Fd())
+		}), "is the source"},
+		{"bind mount of the source", aliasCase(func(t *testing.T, src string) string {
+			target := writeFile(t, t.TempDir(), "target", nil)
 			if err := unix.Mount(src, target, "", unix.MS_BIND, ""); err != nil {
 				t.Skipf("bind mount: %v", err)
 			}
 			t.Cleanup(func() { unix.Unmount(target, unix.MNT_DETACH) })
-			return []string{"copy", "--length", "1M", "--dest-offset", "4K", src, target}, ""
-		}, "is the source"},
+			return target
+		}), "is the source"},
 		{"zero two loop devices over one file", func(t *testing.T, dir string) ([]string, string) {
 			back := writeFile(t, dir, "back", randomBytes(23, size))
 			return []string{"zero", "--length", "5M", loop(t, back), loop(t, back, looptest.Offset(4<<20))}, ""
@@ -267,17 +270,10 @@ func TestLocationSwapped(t *testing.T) {
 	a := writeFile(t, dir, "a", randomBytes(31, 8192))
 	b := writeFile(t, dir, "b", randomBytes(32, 4096))
 	link := filepath.Join(dir, "link")
-	swap := func() {
+	// inspectSwapped inspects link while it points to a, then points it
+	// to b.
+	inspectSwapped := func() *location {
 		t.Helper()
-		tmp := link + ".new"
-		if err := os.Symlink(b, tmp); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, link); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, write := range []bool{false, true} {
 		os.Remove(link)
 		if err := os.Symlink(a, link); err != nil {
 			t.Fatal(err)
@@ -286,24 +282,26 @@ func TestLocationSwapped(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		swap()
-		err = l.open(t.Context(), openMode{write: write})
+		tmp := link + ".new"
+		if err := os.Symlink(b, tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, link); err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	for _, write := range []bool{false, true} {
+		l := inspectSwapped()
+		err := l.open(t.Context(), openMode{write: write})
 		l.close()
 		if err == nil || !strings.Contains(err.Error(), "changed while kcopyd was opening it") {
 			t.Errorf("open(write %v) after the link was swapped = %v; want a refusal", write, err)
 		}
 	}
-	os.Remove(link)
-	if err := os.Symlink(a, link); err != nil {
-		t.Fatal(err)
-	}
-	l, err := inspectLocation(link)
-	if err != nil {
-		t.Fatal(err)
-	}
-	swap()
+	l := inspectSwapped()
 	snap := takeSnapshot(t, a, b)
-	err = l.grow(1<<20, openMode{write: true})
+	err := l.grow(1<<20, openMode{write: true})
 	if uerr := l.undo(); uerr != nil {
 		t.Errorf("undo = %v", uerr)
 	}
