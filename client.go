@@ -100,7 +100,6 @@ type Client struct {
 	exited chan struct{} // closed when the worker returns
 
 	closeOnce sync.Once
-	closeErr  error
 
 	// mu guards the job lists and the counters below it. It is held only
 	// for list operations, never across I/O or callbacks.
@@ -112,6 +111,7 @@ type Client struct {
 		closed                         bool
 		passStarted, passDone          uint64
 		passCond                       sync.Cond
+		panicked                       error // the first callback panic, for Close
 	}
 }
 
@@ -162,23 +162,6 @@ func (c *Client) Stats() Stats {
 	return Stats{Outstanding: c.mu.outstanding, BufferBytes: ps.Allocated, PeakBufferBytes: ps.PeakInUse}
 }
 
-// wake asks the worker for a pass. It never blocks; wakes coalesce, and a
-// wake during a pass yields one more pass.
-func (c *Client) wake() {
-	select {
-	case c.wakec <- struct{}{}:
-	default:
-	}
-}
-
-// push appends j to l and wakes the worker.
-func (c *Client) push(l *jobList, j *job) {
-	c.mu.Lock()
-	l.pushBack(j)
-	c.mu.Unlock()
-	c.wake()
-}
-
 // accept counts a new job or handle as outstanding, or fails if the client
 // is closed.
 func (c *Client) accept() error {
@@ -202,84 +185,6 @@ func (c *Client) release() {
 	if c.mu.outstanding == 0 {
 		close(c.mu.idle)
 	}
-}
-
-func (c *Client) worker() {
-	defer close(c.exited)
-	for {
-		select {
-		case <-c.wakec:
-			c.pass()
-		case <-c.stopc:
-			return
-		}
-	}
-}
-
-// pass runs the lists in the kernel's order (spec §2.2): callbacks join the
-// complete list once per pass; completions free buffers, so jobs waiting
-// for buffers are served next, in order; then I/O is issued.
-func (c *Client) pass() {
-	c.mu.Lock()
-	c.mu.passStarted++
-	c.mu.complete.spliceBack(&c.mu.callbacks)
-	c.mu.Unlock()
-
-	for {
-		c.mu.Lock()
-		j := c.mu.complete.popFront()
-		c.mu.Unlock()
-		if j == nil {
-			break
-		}
-		c.runComplete(j)
-	}
-	for {
-		c.mu.Lock()
-		j := c.mu.pages.popFront()
-		c.mu.Unlock()
-		if j == nil {
-			break
-		}
-		if !c.runPages(j) {
-			// No buffers: back to the head, and no overtaking (§2.5).
-			c.mu.Lock()
-			c.mu.pages.pushFront(j)
-			c.mu.Unlock()
-			break
-		}
-	}
-	for {
-		c.mu.Lock()
-		j := c.popIO()
-		c.mu.Unlock()
-		if j == nil {
-			break
-		}
-		c.runIO(j)
-	}
-
-	c.mu.Lock()
-	c.mu.passDone++
-	c.mu.passCond.Broadcast()
-	c.mu.Unlock()
-}
-
-// popIO takes the first job of the io list that may be issued now: any
-// read, any write of a job without WriteSeq, and a WriteSeq write only when
-// it is the next in order for its job, or when a chunk before it will never
-// be written (then runIO drops it rather than let it wait forever: the
-// kernel hazard of spec §4.5). Called with c.mu held.
-func (c *Client) popIO() *job {
-	var prev *job
-	for j := c.mu.io.head; j != nil; prev, j = j, j.next {
-		if j.op == opRead || j.top.flags&WriteSeq == 0 ||
-			j.rel == j.top.nextWrite.Load() || j.rel > j.top.seqStop.Load() {
-			c.mu.io.remove(prev, j)
-			return j
-		}
-	}
-	return nil
 }
 
 // Flush waits until the worker has finished a pass that started after the
@@ -323,8 +228,11 @@ func (c *Client) Drain(ctx context.Context) error {
 // Close stops accepting jobs, waits for every accepted job and every
 // prepared callback to complete (a prepared handle that is never fired
 // makes it wait forever, as in the kernel), then stops the client's
-// goroutines. It is safe to call more than once; later calls wait for the
-// first and return its result. Calling it from a callback deadlocks.
+// goroutines. It returns nil, or a *CallbackPanicError when a callback
+// panicked during the client's life (the panic was recovered on the worker
+// and the client went on). It is safe to call more than once; later calls
+// wait for the first and return its result. Calling it from a callback
+// deadlocks.
 func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
 		c.mu.Lock()
@@ -341,61 +249,7 @@ func (c *Client) Close() error {
 			panic(fmt.Sprintf("kcopyd: %d bytes of buffer still in use at Close", s.InUse))
 		}
 	})
-	return c.closeErr
-}
-
-// jobList is an intrusive FIFO of jobs.
-type jobList struct{ head, tail *job }
-
-func (l *jobList) pushBack(j *job) {
-	j.next = nil
-	if l.tail == nil {
-		l.head = j
-	} else {
-		l.tail.next = j
-	}
-	l.tail = j
-}
-
-func (l *jobList) pushFront(j *job) {
-	j.next = l.head
-	l.head = j
-	if l.tail == nil {
-		l.tail = j
-	}
-}
-
-func (l *jobList) popFront() *job {
-	j := l.head
-	if j != nil {
-		l.remove(nil, j)
-	}
-	return j
-}
-
-// remove unlinks j, whose predecessor is prev (nil for the head).
-func (l *jobList) remove(prev, j *job) {
-	if prev == nil {
-		l.head = j.next
-	} else {
-		prev.next = j.next
-	}
-	if l.tail == j {
-		l.tail = prev
-	}
-	j.next = nil
-}
-
-// spliceBack moves all of o to the end of l.
-func (l *jobList) spliceBack(o *jobList) {
-	if o.head == nil {
-		return
-	}
-	if l.tail == nil {
-		l.head = o.head
-	} else {
-		l.tail.next = o.head
-	}
-	l.tail = o.tail
-	o.head, o.tail = nil, nil
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mu.panicked
 }

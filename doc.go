@@ -70,15 +70,41 @@
 // Zero, and DetectZeroes for all-zero source chunks, use the devices'
 // native write-zeroes when every destination has one (BLKZEROOUT, fallocate,
 // NBD_CMD_WRITE_ZEROES), and otherwise write from one shared zero buffer;
-// a device that refuses at run time is written with zeroes instead.
+// a device that refuses at run time is written with zeroes instead. A Zero
+// job needs no buffers; with native write-zeroes on every destination and
+// no Throttle or WriteSeq its chunks are 128 MiB rather than the sub-job size, so that
+// zeroing a disk takes a few large requests, as fallocate(1) and
+// blkdiscard(8) make.
 //
-// # Throttling and memory
+// # Panics
+//
+// A callback that panics is recovered on the worker: its job counts as
+// done, the client goes on, and Close returns a *CallbackPanicError for the
+// first such panic. Misuse of the API (a nil prepared callback, a handle
+// fired twice) panics in the caller.
+//
+// # Throttling
 //
 // A Throttle, shared by any number of clients, applies the kernel's
-// I/O-time percentage and an optional byte rate. Buffers come from a
-// per-client pool that reserves one sub-job at creation, grows to
-// Options.MaxMemory, and is reused, never returned, until Close. Jobs that
-// find no buffer wait in order.
+// I/O-time percentage and an optional byte rate, charged once per chunk at
+// its read (or, for Zero, its zeroing).
+//
+// # Memory
+//
+// A client holds its buffers, at most Options.MaxMemory bytes: a pool that
+// reserves one sub-job at creation, grows on demand up to the bound, and
+// keeps what it allocated until Close (free buffers of one size are given
+// up only when a buffer of another size would not fit otherwise). Besides
+// buffers, a client holds a fixed set of goroutines and about 1 KiB per
+// I/O goroutine.
+//
+// A job holds, whatever its length, a descriptor and SplitCount sub-job
+// descriptors (a few KiB), no buffer while it waits, and at most
+// SplitCount chunks of buffer while it runs. Failed ranges are merged as
+// they are recorded and bounded by MaxRanges per list, so a job whose
+// every other chunk fails holds at most (MaxRegions+1)*MaxRanges ranges of
+// 16 bytes. Jobs that find no buffer wait in order: the first queued is
+// served first, and later jobs do not overtake it.
 //
 // # Cancellation and shutdown
 //

@@ -45,7 +45,17 @@ var (
 
 	// ErrBadFlags is returned when flags has bits that are not defined.
 	ErrBadFlags = errors.New("kcopyd: unknown flags")
+
+	// ErrBadLimits is returned when a device's Limits contradict each
+	// other so that no request could be issued to it: a MaxTransfer or
+	// MaxWriteZeroes smaller than its OffsetAlign. It is a bug in the
+	// device's implementation.
+	ErrBadLimits = errors.New("kcopyd: device limits allow no request")
 )
+
+// ErrMismatch is wrapped by JobError.Writes[i] when a Verify or VerifyZero
+// job found destination i to differ.
+var ErrMismatch = errors.New("kcopyd: destination differs")
 
 // ErrReported is the Read error of the *JobError that a prepared callback
 // receives when DoCallback reported a failure: DoCallback carries the
@@ -71,11 +81,15 @@ type JobError struct {
 	ReadRanges []Range
 
 	// Writes holds one entry per destination, in the order passed: the
-	// first write error on that destination, or nil.
+	// first write error on that destination, or nil. For Verify, the
+	// destination's first read error, or an error wrapping ErrMismatch.
 	Writes []error
 
 	// WriteRanges holds one entry per destination: the destination byte
-	// ranges whose write failed. Their contents are unknown.
+	// ranges whose write failed; their contents are unknown. For Verify,
+	// the destination byte ranges that differ or could not be read.
+	// ReadRanges are source offsets and WriteRanges destination offsets:
+	// byte Off of ReadRanges maps to Off - src.Off + dests[i].Off.
 	WriteRanges [][]Range
 
 	// Canceled is the context's error when the job's context stopped it
@@ -84,8 +98,13 @@ type JobError struct {
 
 	// Completed is the number of bytes, from the start of the job, known
 	// to have been written to every destination: a rerun from Completed
-	// onward finishes the job.
+	// onward finishes the job. For Verify, the prefix that was compared.
 	Completed int64
+
+	// FirstDiff, for Verify and VerifyZero, holds one entry per
+	// destination: the lowest destination byte offset found to differ, or
+	// -1. Nil for other jobs.
+	FirstDiff []int64
 
 	writeMask uint64
 }
@@ -104,7 +123,11 @@ func (e *JobError) Error() string {
 		parts = append(parts, fmt.Sprintf("read failed in %d range(s): %v", len(e.ReadRanges), e.Read))
 	}
 	for i, w := range e.Writes {
-		if w != nil {
+		switch {
+		case w == nil:
+		case e.FirstDiff != nil && e.FirstDiff[i] >= 0:
+			parts = append(parts, fmt.Sprintf("destination %d differs in %d range(s) from byte %d", i, len(e.WriteRanges[i]), e.FirstDiff[i]))
+		default:
 			parts = append(parts, fmt.Sprintf("destination %d: write failed in %d range(s): %v", i, len(e.WriteRanges[i]), w))
 		}
 	}
@@ -133,4 +156,23 @@ func (e *JobError) Unwrap() []error {
 		errs = append(errs, e.Canceled)
 	}
 	return errs
+}
+
+// CallbackPanicError is returned by Client.Close when a job's callback (or
+// a prepared callback) panicked. The worker recovered the panic, counted the
+// job as done and went on; Value is what the callback panicked with and
+// Stack where. Only the first panic is kept.
+type CallbackPanicError struct {
+	Value any
+	Stack []byte
+}
+
+func (e *CallbackPanicError) Error() string {
+	return fmt.Sprintf("kcopyd: a callback panicked: %v", e.Value)
+}
+
+// Unwrap returns the panic value when it is an error.
+func (e *CallbackPanicError) Unwrap() error {
+	err, _ := e.Value.(error)
+	return err
 }

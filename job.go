@@ -1,7 +1,6 @@
 package kcopyd
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math"
@@ -83,9 +82,11 @@ type Job struct {
 	ctx    context.Context
 	flags  Flags
 	fn     Callback
-	zero   bool // a Zero job
+	zero   bool // no source: a Zero or VerifyZero job
+	verify bool // a Verify or VerifyZero job: reads and compares, writes nothing
 	native bool // Zero job (or DetectZeroes): every destination has native write-zeroes
 	length int64
+	chunk  int64 // bytes per chunk: the sub-job size, or nativeZeroChunk
 	src    Region
 	ndest  int
 	dests  [MaxRegions]Region
@@ -97,69 +98,32 @@ type Job struct {
 	seqStop   atomic.Int64 // WriteSeq: lowest chunk that will never be written; chunks above it are dropped
 	stopped   atomic.Bool  // dispatch stopped by an error or the context
 	progress  atomic.Int64 // bytes of chunks written to every destination
+	issuedTo  int64        // invariants: end of the last chunk whose first I/O was issued; worker only
 	stopCtx   func() bool  // unregisters the context wake
 
+	// mu guards the dispatch cursor and the job's outcome. Chunks are
+	// assigned and queued under it, so a job's chunks enter the client's
+	// lists in ascending order whichever goroutine assigns them. Its size
+	// does not grow with the job: the complete prefix is derived from the
+	// cursor and the lowest chunk that failed, and failed ranges are
+	// merged on insert and bounded (MaxRanges).
 	mu struct {
 		sync.Mutex
-		next     int64           // offset of the next chunk to dispatch
-		slots    int             // sub-jobs still running
-		prefix   int64           // chunks complete without error from 0 to prefix
-		failedAt int64           // offset of the first chunk that did not complete; -1 if none
-		ahead    map[int64]int64 // complete chunks past the prefix: offset to length
-		readErr  error
-		readBad  []Range
-		writes   [MaxRegions]error
-		wranges  [MaxRegions][]Range
-		mask     uint64
-		canceled error
+		next       int64 // offset of the next chunk to dispatch
+		lastQueued int64 // invariants: offset of the last chunk queued; -1 before the first
+		slots      int   // sub-jobs still running
+		failedAt   int64 // offset of the lowest chunk that did not complete; -1 if none
+		readErr    error
+		readBad    rangeSet
+		writes     [MaxRegions]error
+		wranges    [MaxRegions]rangeSet
+		mask       uint64
+		canceled   error
+		firstDiff  [MaxRegions]int64 // Verify: lowest differing byte per destination; -1 for none
 	}
 
 	done chan struct{}
 	err  error // set before done is closed
-}
-
-type jobKind uint8
-
-const (
-	kindUnsplit jobKind = iota
-	kindSub
-	kindMaster
-	kindCallback
-)
-
-type op uint8
-
-const (
-	opRead op = iota
-	opWrite
-	opZero
-)
-
-// job is one entry of the client's lists: an unsplit job, a sub-job (one
-// chunk at a time), a master waiting for completion, or a prepared
-// callback.
-type job struct {
-	next *job
-	top  *Job
-	kind jobKind
-	op   op
-	rel  int64 // chunk offset relative to the start of the job
-	n    int64 // chunk length
-	buf  []byte
-
-	// Chunk outcome.
-	skipped  bool // read all zeroes and SkipZeroes: not written
-	canceled bool // stopped before its I/O was issued
-	readErr  error
-	readBad  []dmio.Range
-	writeErr [MaxRegions]error
-
-	req dmio.Request
-
-	// Prepared callbacks.
-	cb     Callback
-	cbRead bool
-	cbMask uint64
 }
 
 // Copy copies src to every region of dests (1 to MaxRegions, each as long
@@ -180,7 +144,7 @@ func (c *Client) Copy(ctx context.Context, src Region, dests []Region, flags Fla
 	if err := c.validate(&src, dests, flags); err != nil {
 		return nil, err
 	}
-	return c.submit(ctx, &src, dests, flags, fn)
+	return c.submit(ctx, &src, dests, flags, fn, false)
 }
 
 // Zero makes every region of dests (1 to MaxRegions, all of one length)
@@ -192,7 +156,89 @@ func (c *Client) Zero(ctx context.Context, dests []Region, flags Flags, fn Callb
 	if err := c.validate(nil, dests, flags); err != nil {
 		return nil, err
 	}
-	return c.submit(ctx, nil, dests, flags, fn)
+	return c.submit(ctx, nil, dests, flags, fn, false)
+}
+
+// Verify compares src with every region of dests (1 to MaxRegions, each as
+// long as src) and writes nothing. It runs as a copy does, through the same
+// buffers, throttle, cancellation and progress: chunks of half the sub-job
+// size (a chunk's buffer holds the source and one destination's data),
+// SplitCount at a time, in ascending order; each chunk's source is read
+// once and each destination read and compared in turn.
+//
+// The job fails when a destination differs: bit i of writeErr is set, and
+// the *JobError's Writes[i] wraps ErrMismatch (or the read error of
+// destination i), WriteRanges[i] holds the destination byte ranges that
+// differ or could not be read (from the first to the last differing byte
+// of each chunk, so a range may include equal bytes, never the reverse),
+// and FirstDiff[i] the lowest differing byte. A difference never stops
+// the job; a read error does, unless flags has IgnoreError (the only flag
+// Verify takes). Completed is the prefix compared. A job stopped by its
+// context has Canceled set: the regions past Completed were not compared,
+// so such a job must never be taken to say the copies are identical.
+func (c *Client) Verify(ctx context.Context, src Region, dests []Region, flags Flags, fn Callback) (*Job, error) {
+	if err := c.validateVerify(&src, dests, flags); err != nil {
+		return nil, err
+	}
+	return c.submit(ctx, &src, dests, flags, fn, true)
+}
+
+// VerifyZero checks that every region of dests reads as zeroes, as Verify
+// does against a source of zeroes. Its chunks are the sub-job size.
+func (c *Client) VerifyZero(ctx context.Context, dests []Region, flags Flags, fn Callback) (*Job, error) {
+	if err := c.validateVerify(nil, dests, flags); err != nil {
+		return nil, err
+	}
+	return c.submit(ctx, nil, dests, flags, fn, true)
+}
+
+// validateVerify checks a Verify or VerifyZero job: as a copy, with no flag
+// but IgnoreError, and chunks aligned for every device.
+func (c *Client) validateVerify(src *Region, dests []Region, flags Flags) error {
+	if flags&^IgnoreError != 0 {
+		return fmt.Errorf("%w: Verify takes only IgnoreError, got %#x", ErrBadFlags, uint(flags))
+	}
+	if err := c.validate(src, dests, flags); err != nil {
+		return err
+	}
+	chunk := c.verifyChunk(src == nil)
+	check := func(r Region) error {
+		if a := int64(device.LimitsOf(r.Dev).OffsetAlign); a > 1 && chunk%a != 0 {
+			return fmt.Errorf("%w: Verify compares in chunks of %d bytes (half the sub-job size), not a multiple of the %d bytes %s needs: use a larger SubJobSize",
+				ErrAlignment, chunk, a, device.Name(r.Dev))
+		}
+		return nil
+	}
+	if src != nil {
+		if err := check(*src); err != nil {
+			return err
+		}
+	}
+	for _, r := range dests {
+		if err := check(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// verifyChunk returns a Verify job's chunk size: half the sub-job size, so
+// that one buffer holds a chunk of the source and one of a destination, or
+// the sub-job size for VerifyZero, which compares with zeroes.
+func (c *Client) verifyChunk(zero bool) int64 {
+	if zero {
+		return c.subJob
+	}
+	return max(c.subJob/2/4096*4096, min(c.subJob/2, 4096))
+}
+
+// bufLen returns the buffer a chunk of n bytes needs: twice n for Verify
+// (source and destination), else n.
+func (t *Job) bufLen(n int64) int64 {
+	if t.verify && !t.zero {
+		return 2 * n
+	}
+	return n
 }
 
 // validate checks a job's regions and flags. src is nil for Zero.
@@ -231,6 +277,9 @@ func (c *Client) validate(src *Region, dests []Region, flags Flags) error {
 		if size := r.Dev.Size(); r.Off < 0 || r.Len < 0 || r.Off > size || r.Len > size-r.Off {
 			return fmt.Errorf("%w: %s [%d, +%d) on %s of %d bytes", ErrOutOfRange, what(i), r.Off, r.Len, device.Name(r.Dev), size)
 		}
+		if err := dmio.CheckLimits(r.Dev); err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrBadLimits, what(i), err)
+		}
 		if a := int64(device.LimitsOf(r.Dev).OffsetAlign); a > 1 {
 			// An unaligned length is allowed when it ends at the end of
 			// the device (device.Device's contract).
@@ -258,7 +307,7 @@ func (c *Client) validate(src *Region, dests []Region, flags Flags) error {
 	return nil
 }
 
-func (c *Client) submit(ctx context.Context, src *Region, dests []Region, flags Flags, fn Callback) (*Job, error) {
+func (c *Client) submit(ctx context.Context, src *Region, dests []Region, flags Flags, fn Callback, verify bool) (*Job, error) {
 	if ctx == nil {
 		ctx = context.Background()
 	}
@@ -271,7 +320,7 @@ func (c *Client) submit(ctx context.Context, src *Region, dests []Region, flags 
 	t.native = true
 	for _, d := range dests {
 		l := device.LimitsOf(d.Dev)
-		if l.Zoned == device.ZoneHostManaged {
+		if l.Zoned == device.ZoneHostManaged && !verify {
 			flags |= WriteSeq
 		}
 		t.native = t.native && dmio.CanWriteZeroes(d.Dev)
@@ -285,19 +334,33 @@ func (c *Client) submit(ctx context.Context, src *Region, dests []Region, flags 
 	} else {
 		t.zero = true
 	}
-	t.mu.failedAt = -1
+	t.verify = verify
+	t.mu.failedAt, t.mu.lastQueued = -1, -1
+	for i := range t.mu.firstDiff {
+		t.mu.firstDiff[i] = -1
+	}
 	t.seqStop.Store(math.MaxInt64)
 	if ctx.Done() != nil {
 		t.stopCtx = context.AfterFunc(ctx, c.wake)
 	}
 
+	t.chunk = c.subJob
+	if verify {
+		t.chunk = c.verifyChunk(t.zero)
+	} else if t.zero && t.native && c.throttle == nil && flags&WriteSeq == 0 {
+		// Native zeroing needs no buffer: large requests, as
+		// fallocate(1) and blkdiscard(8) make, instead of thousands.
+		// (Not with WriteSeq: a zoned device's request must not cross a
+		// zone, and sub-jobs are a zone's divisor where it matters.)
+		t.chunk = max(c.subJob, nativeZeroChunk)
+	}
 	t.root.top = t
 	switch {
 	case t.length == 0:
 		// Completes through the callback list, never inline (§8.1).
 		t.root.kind = kindMaster
 		c.push(&c.mu.callbacks, &t.root)
-	case t.length <= c.subJob:
+	case t.length <= t.chunk:
 		t.root.kind = kindUnsplit
 		t.root.init(0, t.length)
 		c.dispatch(&t.root)
@@ -306,373 +369,13 @@ func (c *Client) submit(ctx context.Context, src *Region, dests []Region, flags 
 		t.subs = make([]job, SplitCount)
 		t.mu.slots = SplitCount
 		for i := range t.subs {
-			s := &t.subs[i]
-			s.top, s.kind = t, kindSub
-			c.nextChunk(s)
+			t.subs[i].top, t.subs[i].kind = t, kindSub
+		}
+		for i := range t.subs {
+			c.nextChunk(&t.subs[i])
 		}
 	}
 	return t, nil
-}
-
-// init readies j to move the chunk [rel, rel+n) of its job.
-func (j *job) init(rel, n int64) {
-	t := j.top
-	j.rel, j.n = rel, n
-	j.skipped, j.canceled, j.readErr = false, false, nil
-	j.readBad = j.readBad[:0]
-	j.writeErr = [MaxRegions]error{}
-	if t.zero {
-		j.op = opZero
-	} else {
-		j.op = opRead
-	}
-	if j.req.Notify == nil {
-		j.req.Notify = j.ioDone
-	}
-}
-
-// dispatch queues a chunk: zeroings need no buffers (§2.4).
-func (c *Client) dispatch(j *job) {
-	if j.op == opZero {
-		c.push(&c.mu.io, j)
-	} else {
-		c.push(&c.mu.pages, j)
-	}
-}
-
-// nextChunk gives sub-job s the next chunk of its job, or retires it; the
-// last sub-job to retire queues the master for completion (§2.7, §2.8).
-// It runs in the submitter's goroutine for the first chunks and on the
-// worker after that.
-func (c *Client) nextChunk(s *job) {
-	t := s.top
-	t.mu.Lock()
-	var rel, n int64
-	ok := t.mu.next < t.length && !t.stopped.Load()
-	if ok && t.ctx.Err() != nil {
-		t.noteCanceledLocked()
-		ok = false
-	}
-	if ok {
-		rel, n = t.mu.next, min(c.subJob, t.length-t.mu.next)
-		t.mu.next += n
-	} else {
-		t.mu.slots--
-	}
-	last := !ok && t.mu.slots == 0
-	t.mu.Unlock()
-	switch {
-	case ok:
-		s.init(rel, n)
-		c.dispatch(s)
-	case last:
-		c.push(&c.mu.complete, &t.root)
-	}
-}
-
-// runPages gets buffers for a chunk; false means none now (§6.2).
-func (c *Client) runPages(j *job) bool {
-	if j.top.ctx.Err() != nil {
-		c.drop(j)
-		return true
-	}
-	b, ok := c.pool.Get(int(j.n))
-	if !ok {
-		return false
-	}
-	j.buf = b
-	c.mu.Lock()
-	c.mu.io.pushBack(j)
-	c.mu.Unlock()
-	return true
-}
-
-// runIO issues a chunk's read or write on the worker.
-func (c *Client) runIO(j *job) {
-	t := j.top
-	if j.op != opWrite && t.ctx.Err() != nil {
-		c.drop(j) // nothing issued yet for this chunk
-		return
-	}
-	if j.op != opRead && t.flags&WriteSeq != 0 && j.rel > t.seqStop.Load() {
-		c.drop(j) // an earlier chunk will never be written
-		return
-	}
-	if th := c.throttle; th != nil {
-		if j.op != opWrite {
-			// Data moves once per chunk: count it at the read or the zeroing.
-			if err := th.waitBytes(t.ctx, j.n); err != nil {
-				c.drop(j)
-				return
-			}
-		}
-		th.onIssue()
-	}
-	r := &j.req
-	switch j.op {
-	case opRead:
-		r.Op, r.N, r.Buf, r.Salvage = dmio.OpRead, 1, j.buf, t.flags&IgnoreError != 0
-		r.Regions[0] = dmio.Region{Dev: t.src.Dev, Off: t.src.Off + j.rel, Len: j.n}
-	case opWrite, opZero:
-		r.Op, r.N, r.Buf = dmio.OpWrite, t.ndest, j.buf
-		if j.op == opZero {
-			r.Op, r.Native = dmio.OpWriteZeroes, t.native
-		}
-		for i := range t.ndest {
-			d := t.dests[i]
-			r.Regions[i] = dmio.Region{Dev: d.Dev, Off: d.Off + j.rel, Len: j.n}
-		}
-	}
-	c.io.Submit(r)
-}
-
-// drop completes a chunk without (further) I/O: its context is done, or
-// under WriteSeq an earlier chunk failed.
-func (c *Client) drop(j *job) {
-	j.canceled = true
-	j.top.neverWritten(j.rel)
-	c.push(&c.mu.complete, j)
-}
-
-// ioDone runs on an I/O goroutine when a chunk's request completes. It only
-// records, requeues and wakes; callbacks run on the worker (§7.5).
-func (j *job) ioDone(r *dmio.Request) {
-	t := j.top
-	c := t.c
-	if th := c.throttle; th != nil {
-		th.onComplete()
-	}
-	if j.op == opRead {
-		if err := r.Errs[0]; err != nil {
-			j.readErr = err
-			j.readBad = append(j.readBad, r.Bad...)
-			if t.flags&IgnoreError == 0 {
-				t.stopped.Store(true)
-				t.neverWritten(j.rel)
-				c.push(&c.mu.complete, j)
-				return
-			}
-		} else if t.flags&(DetectZeroes|SkipZeroes) != 0 && isZero(j.buf) {
-			if t.flags&SkipZeroes != 0 && t.flags&WriteSeq == 0 {
-				j.skipped = true
-				c.push(&c.mu.complete, j)
-				return
-			}
-			if t.flags&DetectZeroes != 0 && t.native {
-				j.op = opZero
-				c.push(&c.mu.io, j)
-				return
-			}
-		}
-		j.op = opWrite
-		c.push(&c.mu.io, j)
-		return
-	}
-	failed := false
-	for i := range t.ndest {
-		if r.Errs[i] != nil {
-			j.writeErr[i] = r.Errs[i]
-			failed = true
-		}
-	}
-	if failed && t.flags&IgnoreError == 0 {
-		t.stopped.Store(true)
-		t.neverWritten(j.rel)
-	}
-	if t.flags&WriteSeq != 0 {
-		t.nextWrite.Store(j.rel + j.n)
-	}
-	c.push(&c.mu.complete, j)
-}
-
-// neverWritten records, for WriteSeq, that chunk rel will not be written,
-// so chunks after it can no longer be written in order and are dropped
-// instead of waiting for it.
-func (t *Job) neverWritten(rel int64) {
-	for {
-		cur := t.seqStop.Load()
-		if rel >= cur || t.seqStop.CompareAndSwap(cur, rel) {
-			return
-		}
-	}
-}
-
-func isZero(b []byte) bool {
-	for len(b) > 0 {
-		n := min(len(b), 1<<20)
-		if !bytes.Equal(b[:n], dmio.Zeroes(n)) {
-			return false
-		}
-		b = b[n:]
-	}
-	return true
-}
-
-// runComplete runs on the worker for each entry of the complete list
-// (§2.2 step 2): it returns buffers first, then either moves a sub-job on
-// to its next chunk or ends a job.
-func (c *Client) runComplete(j *job) {
-	if j.buf != nil {
-		c.pool.Put(j.buf)
-		j.buf = nil
-	}
-	switch j.kind {
-	case kindCallback:
-		j.cb(j.cbRead, j.cbMask, callbackErr(j.cbRead, j.cbMask))
-		c.release()
-	case kindSub:
-		j.top.merge(j)
-		c.nextChunk(j)
-	case kindUnsplit:
-		j.top.merge(j)
-		c.finish(j.top)
-	case kindMaster:
-		c.finish(j.top)
-	}
-}
-
-// merge folds a finished chunk's outcome into its job. Called on the worker.
-func (t *Job) merge(j *job) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	ok := !j.canceled
-	if j.canceled {
-		t.stopped.Store(true)
-		if err := t.ctx.Err(); err != nil {
-			t.noteCanceledLocked()
-		}
-	}
-	if j.readErr != nil {
-		if t.mu.readErr == nil {
-			t.mu.readErr = j.readErr
-		}
-		for _, b := range j.readBad {
-			t.mu.readBad = append(t.mu.readBad, Range(b))
-		}
-		if t.flags&IgnoreError == 0 {
-			ok = false
-		}
-	}
-	for i := range t.ndest {
-		if err := j.writeErr[i]; err != nil {
-			ok = false
-			if t.mu.writes[i] == nil {
-				t.mu.writes[i] = err
-			}
-			t.mu.mask |= 1 << i
-			t.mu.wranges[i] = appendRange(t.mu.wranges[i], Range{Off: t.dests[i].Off + j.rel, Len: j.n})
-		}
-	}
-	if !ok {
-		if t.mu.failedAt < 0 || j.rel < t.mu.failedAt {
-			t.mu.failedAt = j.rel
-		}
-		return
-	}
-	t.progress.Add(j.n)
-	t.advancePrefixLocked(j.rel, j.n)
-}
-
-// noteCanceledLocked records the context's error. Called with t.mu held.
-func (t *Job) noteCanceledLocked() {
-	if t.mu.canceled == nil {
-		t.mu.canceled = context.Cause(t.ctx)
-	}
-	t.stopped.Store(true)
-}
-
-// advancePrefixLocked records that [rel, rel+n) is complete and extends the
-// complete prefix as far as it now reaches. While one slow chunk holds the
-// prefix back the other sub-jobs go on, so any number of complete chunks
-// can wait ahead of it.
-func (t *Job) advancePrefixLocked(rel, n int64) {
-	if t.mu.failedAt >= 0 && rel > t.mu.failedAt {
-		return // beyond a failure: the prefix can never reach it
-	}
-	if rel != t.mu.prefix {
-		if t.mu.ahead == nil {
-			t.mu.ahead = make(map[int64]int64)
-		}
-		t.mu.ahead[rel] = n
-		return
-	}
-	t.mu.prefix += n
-	for {
-		l, ok := t.mu.ahead[t.mu.prefix]
-		if !ok {
-			return
-		}
-		delete(t.mu.ahead, t.mu.prefix)
-		t.mu.prefix += l
-	}
-}
-
-// appendRange appends r to rs, merging it with the last range when they
-// touch.
-func appendRange(rs []Range, r Range) []Range {
-	if k := len(rs); k > 0 && rs[k-1].Off+rs[k-1].Len == r.Off {
-		rs[k-1].Len += r.Len
-		return rs
-	}
-	return append(rs, r)
-}
-
-// finish ends a job on the worker: it builds the result, runs the callback,
-// and then marks the job done and no longer outstanding.
-func (c *Client) finish(t *Job) {
-	if t.stopCtx != nil {
-		t.stopCtx()
-	}
-	t.mu.Lock()
-	var err *JobError
-	if t.mu.readErr != nil || t.mu.mask != 0 || t.mu.canceled != nil {
-		err = &JobError{
-			Read:       t.mu.readErr,
-			ReadRanges: mergeRanges(t.mu.readBad),
-			Writes:     append([]error(nil), t.mu.writes[:t.ndest]...),
-			Canceled:   t.mu.canceled,
-			Completed:  t.mu.prefix,
-			writeMask:  t.mu.mask,
-		}
-		err.WriteRanges = make([][]Range, t.ndest)
-		for i := range t.ndest {
-			err.WriteRanges[i] = mergeRanges(t.mu.wranges[i])
-		}
-	}
-	t.mu.Unlock()
-	readErr, mask := false, uint64(0)
-	if err != nil {
-		readErr, mask = err.Read != nil, err.writeMask
-		t.err = err
-	}
-	if t.fn != nil {
-		t.fn(readErr, mask, t.err)
-	}
-	close(t.done)
-	c.release()
-}
-
-// mergeRanges sorts ranges (chunks complete out of order) and merges
-// adjacent ones.
-func mergeRanges(rs []Range) []Range {
-	if len(rs) == 0 {
-		return nil
-	}
-	s := append([]Range(nil), rs...)
-	for i := 1; i < len(s); i++ { // few ranges: insertion sort
-		for k := i; k > 0 && s[k].Off < s[k-1].Off; k-- {
-			s[k], s[k-1] = s[k-1], s[k]
-		}
-	}
-	out := s[:1]
-	for _, r := range s[1:] {
-		if last := &out[len(out)-1]; last.Off+last.Len >= r.Off {
-			last.Len = max(last.Off+last.Len, r.Off+r.Len) - last.Off
-		} else {
-			out = append(out, r)
-		}
-	}
-	return out
 }
 
 // Done returns a channel that is closed after the job's callback returned.
@@ -708,55 +411,3 @@ func (t *Job) Progress() int64 { return t.progress.Load() }
 
 // Len returns the job's length in bytes.
 func (t *Job) Len() int64 { return t.length }
-
-// CallbackHandle is a callback prepared with PrepareCallback, to be fired
-// once with DoCallback.
-type CallbackHandle struct {
-	j     job
-	c     *Client
-	fired atomic.Bool
-}
-
-// PrepareCallback returns a handle that runs fn on the client's worker when
-// DoCallback fires it, like the kernel's dm_kcopyd_prepare_callback: it
-// lets code that did its own I/O report completion through the same serial
-// callback path as copies. The handle counts as outstanding until fn has
-// run, so Close waits for it: a handle that is never fired blocks Close.
-// It fails only with ErrClosed.
-func (c *Client) PrepareCallback(fn Callback) (*CallbackHandle, error) {
-	if fn == nil {
-		panic("kcopyd: PrepareCallback with a nil callback")
-	}
-	if err := c.accept(); err != nil {
-		return nil, err
-	}
-	h := &CallbackHandle{c: c}
-	h.j.kind, h.j.cb = kindCallback, fn
-	return h, nil
-}
-
-// DoCallback fires a prepared handle: its callback runs on the worker with
-// these results (err is a *JobError when readErr or writeErr is set). It
-// never blocks and may be called from any goroutine. Firing a handle twice,
-// or a handle of another client, panics.
-func (c *Client) DoCallback(h *CallbackHandle, readErr bool, writeErr uint64) {
-	if h.c != c {
-		panic("kcopyd: DoCallback with another client's handle")
-	}
-	if h.fired.Swap(true) {
-		panic("kcopyd: DoCallback fired the same handle twice")
-	}
-	h.j.cbRead, h.j.cbMask = readErr, writeErr
-	c.push(&c.mu.callbacks, &h.j)
-}
-
-func callbackErr(readErr bool, mask uint64) error {
-	if !readErr && mask == 0 {
-		return nil
-	}
-	e := &JobError{writeMask: mask}
-	if readErr {
-		e.Read = ErrReported
-	}
-	return e
-}

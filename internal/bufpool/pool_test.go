@@ -111,3 +111,72 @@ func BenchmarkGetPut(b *testing.B) {
 		p.Put(buf)
 	}
 }
+
+// TestRebalance fills the budget with small buffers and checks that a
+// full-size request is still served once they are returned: the pool gives
+// up free buffers of other classes rather than serve only the reserve.
+func TestRebalance(t *testing.T) {
+	const top = 64 << 10
+	const limit = 4 * top
+	p, err := New(top, limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var small [][]byte
+	for {
+		b, ok := p.Get(4096)
+		if !ok {
+			break
+		}
+		small = append(small, b)
+	}
+	if s := p.Stats(); s.InUse != limit {
+		t.Fatalf("small buffers fill %d of %d bytes", s.InUse, limit)
+	}
+	if _, ok := p.Get(top); ok {
+		t.Fatal("Get(top) succeeded with the whole budget in use")
+	}
+	for _, b := range small {
+		p.Put(b)
+	}
+	var big [][]byte
+	for range 4 {
+		b, ok := p.Get(top)
+		if !ok {
+			t.Fatalf("Get(top) #%d failed after every small buffer was returned: %+v", len(big)+1, p.Stats())
+		}
+		big = append(big, b)
+	}
+	if s := p.Stats(); s.Allocated > limit || s.Evicted == 0 {
+		t.Fatalf("after rebalancing: %+v", s)
+	}
+	for _, b := range big {
+		p.Put(b)
+	}
+}
+
+// TestExactTopClass checks that the largest class costs the largest
+// buffer's size, not the next power of two: a 12 KiB pool with a 12 KiB
+// budget is valid and serves 12 KiB.
+func TestExactTopClass(t *testing.T) {
+	p, err := New(12<<10, 12<<10)
+	if err != nil {
+		t.Fatalf("New(12 KiB, 12 KiB) = %v", err)
+	}
+	b, ok := p.Get(12 << 10)
+	if !ok || len(b) != 12<<10 || cap(b) != 12<<10 {
+		t.Fatalf("Get(12 KiB) = len %d cap %d, %v", len(b), cap(b), ok)
+	}
+	if _, ok := p.Get(4096); ok {
+		t.Fatal("Get beyond a 12 KiB budget succeeded")
+	}
+	p.Put(b)
+	s, ok := p.Get(8 << 10) // borrows the 12 KiB buffer
+	if !ok {
+		t.Fatal("Get(8 KiB) failed with 12 KiB free")
+	}
+	p.Put(s)
+	if st := p.Stats(); st.InUse != 0 || st.Allocated != 12<<10 {
+		t.Fatalf("after the run: %+v", st)
+	}
+}

@@ -165,22 +165,45 @@ func (e *Engine) run() {
 	}
 }
 
-// step returns the largest piece size for dev: MaxTransfer rounded down to
-// the offset alignment, or max when unlimited.
-func step(dev device.Device, max int64) int64 {
+// ErrBadLimits is returned for a region of a device whose limits contradict
+// each other, so that no request could be issued: a MaxTransfer or a
+// MaxWriteZeroes that is positive but smaller than OffsetAlign.
+var ErrBadLimits = errors.New("dmio: device limits allow no request (MaxTransfer or MaxWriteZeroes below OffsetAlign)")
+
+// CheckLimits returns ErrBadLimits, wrapped with the device's name and
+// figures, when dev's limits allow no request; nil otherwise.
+func CheckLimits(dev device.Device) error {
 	l := device.LimitsOf(dev)
-	s := max
-	if l.MaxTransfer > 0 && l.MaxTransfer < s {
-		s = l.MaxTransfer
-		if a := int64(l.OffsetAlign); a > 1 {
-			s -= s % a
-		}
+	a := int64(max(l.OffsetAlign, 1))
+	if (l.MaxTransfer > 0 && l.MaxTransfer < a) || (l.MaxWriteZeroes > 0 && l.MaxWriteZeroes < a) {
+		return fmt.Errorf("%w: %s has MaxTransfer %d, MaxWriteZeroes %d, OffsetAlign %d",
+			ErrBadLimits, device.Name(dev), l.MaxTransfer, l.MaxWriteZeroes, a)
 	}
-	return s
+	return nil
+}
+
+// step returns the largest piece size for dev: limit (MaxTransfer or
+// MaxWriteZeroes, 0 for unlimited) rounded down to the offset alignment and
+// capped at max. It fails rather than return 0, which would loop forever.
+func step(dev device.Device, limit, max int64) (int64, error) {
+	if limit <= 0 || limit >= max {
+		return max, nil
+	}
+	s := limit
+	if a := int64(device.LimitsOf(dev).OffsetAlign); a > 1 {
+		s -= s % a
+	}
+	if s <= 0 {
+		return 0, CheckLimits(dev)
+	}
+	return s, nil
 }
 
 func readAll(dev device.Device, p []byte, off int64) error {
-	s := step(dev, int64(len(p)))
+	s, err := step(dev, device.LimitsOf(dev).MaxTransfer, int64(len(p)))
+	if err != nil {
+		return err
+	}
 	for len(p) > 0 {
 		n := min(int64(len(p)), s)
 		got, err := dev.ReadAt(p[:n], off)
@@ -198,7 +221,10 @@ func readAll(dev device.Device, p []byte, off int64) error {
 }
 
 func writeAll(reg Region, p []byte) error {
-	s := step(reg.Dev, int64(len(p)))
+	s, err := step(reg.Dev, device.LimitsOf(reg.Dev).MaxTransfer, int64(len(p)))
+	if err != nil {
+		return err
+	}
 	off := reg.Off
 	for len(p) > 0 {
 		n := min(int64(len(p)), s)
@@ -267,7 +293,10 @@ func writeZeroes(reg Region, native bool) error {
 			}
 		}
 	}
-	s := step(reg.Dev, int64(len(zeroes)))
+	s, err := step(reg.Dev, device.LimitsOf(reg.Dev).MaxTransfer, int64(len(zeroes)))
+	if err != nil {
+		return err
+	}
 	for off, end := reg.Off, reg.Off+reg.Len; off < end; {
 		n := min(end-off, s)
 		if err := writeFull(reg.Dev, zeroes[:n], off); err != nil {
@@ -279,15 +308,16 @@ func writeZeroes(reg Region, native bool) error {
 }
 
 func nativeZeroes(z device.WriteZeroer, reg Region) error {
-	max := device.LimitsOf(reg.Dev).MaxWriteZeroes
-	if max <= 0 {
+	limit := device.LimitsOf(reg.Dev).MaxWriteZeroes
+	if limit <= 0 {
 		return device.ErrNotSupported
 	}
-	if a := int64(device.LimitsOf(reg.Dev).OffsetAlign); a > 1 && max > a {
-		max -= max % a
+	s, err := step(reg.Dev, limit, reg.Len)
+	if err != nil {
+		return err
 	}
 	for off, end := reg.Off, reg.Off+reg.Len; off < end; {
-		n := min(end-off, max)
+		n := min(end-off, s)
 		if err := z.WriteZeroes(off, n); err != nil {
 			return err
 		}

@@ -164,3 +164,34 @@ func BenchmarkFanOut4(b *testing.B) {
 		<-done
 	}
 }
+
+// contradictory has a MaxTransfer (and MaxWriteZeroes) smaller than its
+// offset alignment: no request can be issued to it.
+type contradictory struct{ *device.Mem }
+
+func (contradictory) Limits() device.Limits {
+	return device.Limits{OffsetAlign: 4096, MaxTransfer: 512, MaxWriteZeroes: 512}
+}
+
+// TestContradictoryLimits checks that a device whose limits allow no
+// request fails each request with ErrBadLimits instead of looping forever
+// on zero-length calls (which also hung Close).
+func TestContradictoryLimits(t *testing.T) {
+	e := New(2)
+	defer e.Close()
+	dev := contradictory{device.NewMem(1 << 16)}
+	if err := CheckLimits(dev); !errors.Is(err, ErrBadLimits) {
+		t.Fatalf("CheckLimits = %v; want ErrBadLimits", err)
+	}
+	for _, r := range []*Request{
+		{Op: OpRead, N: 1, Regions: [MaxRegions]Region{{dev, 0, 8192}}, Buf: make([]byte, 8192)},
+		{Op: OpWrite, N: 1, Regions: [MaxRegions]Region{{dev, 0, 8192}}, Buf: make([]byte, 8192)},
+		{Op: OpWriteZeroes, N: 1, Regions: [MaxRegions]Region{{dev, 0, 8192}}},
+		{Op: OpWriteZeroes, Native: true, N: 1, Regions: [MaxRegions]Region{{dev, 0, 8192}}},
+	} {
+		run(t, e, r)
+		if !errors.Is(r.Errs[0], ErrBadLimits) {
+			t.Errorf("%v: err = %v; want ErrBadLimits", r.Op, r.Errs[0])
+		}
+	}
+}
