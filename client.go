@@ -54,6 +54,15 @@ type Options struct {
 	// request). Default 64: enough for a split job's 8 chunks each
 	// written to 8 destinations.
 	IOWorkers int
+
+	// NoCopyOffload, when true, makes every copy pass through the
+	// client's buffers. By default a Copy job without DetectZeroes,
+	// SkipZeroes or WriteSeq whose destinations all implement device.RangeCopier
+	// (files) copies each chunk with it (reflink or copy_file_range: the
+	// bytes never reach user space) and falls back to buffers, for the
+	// chunk and the rest of the job, when a destination refuses. Offloaded
+	// chunks are still throttled and counted like any other.
+	NoCopyOffload bool
 }
 
 const defaultIOWorkers = 64

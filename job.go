@@ -97,6 +97,7 @@ type Job struct {
 	nextWrite atomic.Int64 // WriteSeq: offset of the next chunk allowed to write
 	seqStop   atomic.Int64 // WriteSeq: lowest chunk that will never be written; chunks above it are dropped
 	stopped   atomic.Bool  // dispatch stopped by an error or the context
+	offload   atomic.Bool  // chunks are copied with device.RangeCopier until a refusal
 	progress  atomic.Int64 // bytes of chunks written to every destination
 	issuedTo  int64        // invariants: end of the last chunk whose first I/O was issued; worker only
 	stopCtx   func() bool  // unregisters the context wake
@@ -232,6 +233,16 @@ func (c *Client) verifyChunk(zero bool) int64 {
 	return max(c.subJob/2/4096*4096, min(c.subJob/2, 4096))
 }
 
+// allCopiers reports whether every destination can copy ranges natively.
+func allCopiers(dests []Region) bool {
+	for _, d := range dests {
+		if _, ok := d.Dev.(device.RangeCopier); !ok {
+			return false
+		}
+	}
+	return true
+}
+
 // bufLen returns the buffer a chunk of n bytes needs: twice n for Verify
 // (source and destination), else n.
 func (t *Job) bufLen(n int64) int64 {
@@ -335,6 +346,11 @@ func (c *Client) submit(ctx context.Context, src *Region, dests []Region, flags 
 		t.zero = true
 	}
 	t.verify = verify
+	// Offload is for jobs whose chunks are independent: a WriteSeq chunk
+	// falling back to a buffer behind later ones could wait for a buffer
+	// they hold while they wait for its write.
+	t.offload.Store(src != nil && !verify && !c.opts.NoCopyOffload &&
+		flags&(DetectZeroes|SkipZeroes|WriteSeq) == 0 && allCopiers(dests))
 	t.mu.failedAt, t.mu.lastQueued = -1, -1
 	for i := range t.mu.firstDiff {
 		t.mu.firstDiff[i] = -1

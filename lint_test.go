@@ -18,6 +18,7 @@ const mod = "github.com/kcopyd/kcopyd"
 // device and invariants.
 var importRules = map[string][]string{
 	"M":                           {"M/device", "M/internal/bufpool", "M/internal/dmio", "M/internal/invariants", "M/internal/throttle"},
+	"M/bench/cmd/regionloop":      {"golang.org/x/sys/unix"},
 	"M/cmd/kcopyd":                {"M", "M/device", "M/device/blockdev", "M/device/nbd", "github.com/spf13/", "github.com/vbauerster/mpb/", "golang.org/x/sys/unix"},
 	"M/device":                    {"golang.org/x/sys/unix"},
 	"M/device/blockdev":           {"M/device", "golang.org/x/sys/unix"},

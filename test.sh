@@ -14,6 +14,7 @@ command -v qemu-nbd >/dev/null || need+=(qemu-utils)
 command -v nbdcopy  >/dev/null || need+=(libnbd-bin)
 command -v losetup  >/dev/null || need+=(util-linux)
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+command -v mkfs.xfs >/dev/null || need+=(xfsprogs)
 command -v openssl  >/dev/null || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

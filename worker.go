@@ -16,6 +16,7 @@ package kcopyd
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"runtime/debug"
 
@@ -210,6 +211,7 @@ const (
 	opWrite           // write the chunk to every destination
 	opZero            // zero the chunk on every destination
 	opCheck           // Verify: read destination k and compare
+	opOffload         // copy the chunk to every destination with device.RangeCopier
 )
 
 // job is one entry of the client's lists: an unsplit job, a sub-job (one
@@ -232,6 +234,7 @@ type job struct {
 	writeErr [MaxRegions]error
 	differ   [MaxRegions]Range // Verify: differing bytes, relative to the chunk
 	k        int               // Verify: the destination being checked
+	redo     bool              // an offloaded chunk copied again through a buffer
 
 	req dmio.Request
 
@@ -255,12 +258,14 @@ func (j *job) init(rel, n int64) {
 	j.skipped, j.canceled, j.readErr = false, false, nil
 	j.readBad = j.readBad[:0]
 	j.writeErr = [MaxRegions]error{}
-	j.differ, j.k = [MaxRegions]Range{}, 0
+	j.differ, j.k, j.redo = [MaxRegions]Range{}, 0, false
 	switch {
 	case t.verify && t.zero:
 		j.op = opCheck
 	case t.zero:
 		j.op = opZero
+	case t.offload.Load():
+		j.op = opOffload
 	default:
 		j.op = opRead
 	}
@@ -269,9 +274,10 @@ func (j *job) init(rel, n int64) {
 	}
 }
 
-// dispatch queues a chunk: zeroings need no buffers (§2.4).
+// dispatch queues a chunk: zeroings and offloaded copies need no buffers
+// (§2.4).
 func (c *Client) dispatch(j *job) {
-	if j.op == opZero {
+	if j.op == opZero || j.op == opOffload {
 		c.push(&c.mu.io, j)
 	} else {
 		c.push(&c.mu.pages, j)
@@ -365,6 +371,13 @@ func (c *Client) runIO(j *job) {
 	case opRead:
 		r.Op, r.N, r.Buf, r.Salvage = dmio.OpRead, 1, j.buf, t.flags&IgnoreError != 0
 		r.Regions[0] = dmio.Region{Dev: t.src.Dev, Off: t.src.Off + j.rel, Len: j.n}
+	case opOffload:
+		r.Op, r.N, r.Buf = dmio.OpCopyRange, t.ndest, nil
+		r.Src = dmio.Region{Dev: t.src.Dev, Off: t.src.Off + j.rel, Len: j.n}
+		for i := range t.ndest {
+			d := t.dests[i]
+			r.Regions[i] = dmio.Region{Dev: d.Dev, Off: d.Off + j.rel, Len: j.n}
+		}
 	case opCheck:
 		r.Op, r.N, r.Salvage = dmio.OpRead, 1, false
 		r.Buf = j.buf[t.bufLen(j.n)-j.n:][:j.n]
@@ -387,11 +400,14 @@ func (c *Client) runIO(j *job) {
 }
 
 // first reports whether j's next I/O is its chunk's first: the source
-// read, or the first and only step of a Zero or VerifyZero chunk. The byte
-// rate is charged there, once per chunk.
+// read or offloaded copy, or the first and only step of a Zero or
+// VerifyZero chunk. The byte rate is charged there, once per chunk.
 func (j *job) first() bool {
 	t := j.top
-	return j.op == opRead || (t.zero && (j.op == opZero || (j.op == opCheck && j.k == 0)))
+	if j.redo {
+		return false
+	}
+	return j.op == opRead || j.op == opOffload || (t.zero && (j.op == opZero || (j.op == opCheck && j.k == 0)))
 }
 
 // checkIssue panics, when built with the invariants tag, if a chunk's
@@ -461,6 +477,10 @@ func (j *job) ioDone(r *dmio.Request) {
 		j.checked(r)
 		return
 	}
+	if j.op == opOffload {
+		j.offloaded(r)
+		return
+	}
 	failed := false
 	for i := range t.ndest {
 		if r.Errs[i] != nil {
@@ -476,6 +496,30 @@ func (j *job) ioDone(r *dmio.Request) {
 		t.nextWrite.Store(j.rel + j.n)
 	}
 	c.push(&c.mu.complete, j)
+}
+
+// offloaded completes a chunk copied with device.RangeCopier. When a
+// destination refused, the job stops offloading; when any destination
+// failed, the chunk is copied again through a buffer, which tells read
+// errors from write errors (and salvages, with IgnoreError) exactly as
+// for any chunk. Rewriting the destinations that did succeed is harmless.
+// It runs on an I/O goroutine.
+func (j *job) offloaded(r *dmio.Request) {
+	t := j.top
+	for i := range t.ndest {
+		if err := r.Errs[i]; err != nil {
+			if errors.Is(err, device.ErrNotSupported) {
+				t.offload.Store(false)
+			}
+			j.op, j.redo = opRead, true
+			t.c.push(&t.c.mu.pages, j)
+			return
+		}
+	}
+	if t.flags&WriteSeq != 0 {
+		t.nextWrite.Store(j.rel + j.n)
+	}
+	t.c.push(&t.c.mu.complete, j)
 }
 
 // checked records the comparison of destination j.k with the source (or

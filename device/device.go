@@ -143,6 +143,32 @@ type Flusher interface {
 	Flush() error
 }
 
+// RangeCopier is implemented by devices that can copy a range from another
+// device without the bytes passing through the caller: reflink
+// (FICLONERANGE) and copy_file_range(2) between files.
+type RangeCopier interface {
+	// CopyRange copies n bytes at srcOff of src to dstOff of the device
+	// (the receiver) and returns how many bytes it copied: n with a nil
+	// error, or fewer with an error. The first written bytes (of
+	// [dstOff, dstOff+written)) are then copied; the rest of the range is
+	// unspecified.
+	//
+	// Both ranges must lie inside their devices (else ErrOutOfRange) and
+	// follow the receiver's Limits().OffsetAlign, like WriteAt. When the
+	// pair of devices cannot be copied between natively (src is another
+	// kind of device or a wrapper, the two are on different filesystems,
+	// the filesystem has no such operation, the ranges overlap in one
+	// file), CopyRange returns an error wrapping ErrNotSupported; callers
+	// then copy the remaining n-written bytes through memory. A refusal
+	// from the system is remembered, so that the next call for a similar
+	// pair refuses at once instead of asking the kernel again.
+	//
+	// Safe for concurrent use with other calls on either device. Data
+	// written by CopyRange is made durable by the receiver's Flush, like
+	// data written by WriteAt.
+	CopyRange(src Device, srcOff, dstOff, n int64) (written int64, err error)
+}
+
 // Extent is a run of bytes with the same allocation state.
 type Extent struct {
 	Off, Len int64
@@ -260,6 +286,7 @@ const (
 	OpDiscard     Op = "discard"
 	OpFlush       Op = "flush"
 	OpExtents     Op = "extents"
+	OpCopyRange   Op = "copy-range"
 	OpOpen        Op = "open"
 )
 

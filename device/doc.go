@@ -33,12 +33,14 @@
 // zeroes a range natively, Discarder trims it, Flusher makes completed
 // writes durable, Extenter tells data from holes so that sparse copies stay
 // sparse, and Identifier tells whether two handles are the same storage,
-// so that overlapping copies can be refused; Placer extends that to a
-// device that is a window onto a larger store, such as a partition of a
-// disk or a loop device over a file (whose store is the file's
-// FileIdentity, so that the loop device and the file by any name compare
-// equal). Wrapper lets IdentityOf and PlacementOf look through devices that
-// wrap others.
+// so that overlapping copies can be refused; RangeCopier copies a range
+// from another device inside the kernel (reflink, copy_file_range), with
+// ErrNotSupported telling the caller to copy through memory instead; Placer
+// extends Identifier to a device that is a window onto a larger store, such
+// as a partition of a disk or a loop device over a file (whose store is the
+// file's FileIdentity, so that the loop device and the file by any name
+// compare equal). Wrapper lets IdentityOf and PlacementOf look through
+// devices that wrap others.
 //
 // # Errors
 //

@@ -33,6 +33,20 @@ type FileOptions struct {
 	// buffers, and a filesystem that refuses O_DIRECT makes the open fail
 	// with an error wrapping ErrNotSupported. Default false.
 	Direct bool
+
+	// WriteBehind, when positive and Direct is not set, makes every
+	// buffered WriteAt start the writeback of the range it wrote
+	// (sync_file_range SYNC_FILE_RANGE_WRITE), and then wait for the
+	// writeback of the same-sized range WriteBehind bytes before it and
+	// drop those pages from the page cache (POSIX_FADV_DONTNEED). A large,
+	// roughly ascending copy then overlaps its writeback with the copy,
+	// leaves little dirty data for the final Flush, and does not push the
+	// rest of the page cache out. Writeback errors are not returned by
+	// WriteAt: Flush reports them. Hazard: each WriteAt may block for the
+	// disk (that is the point: it bounds the dirty data to about
+	// WriteBehind bytes per writer), and scattered writes gain nothing.
+	// Default 0: off.
+	WriteBehind int64
 }
 
 // File is a device backed by a regular file. I/O is positioned
@@ -40,7 +54,7 @@ type FileOptions struct {
 // the file's size when it was opened; File never grows or shrinks the file.
 //
 // File implements Device, Limiter, WriteZeroer, Discarder, Flusher,
-// Extenter, Identifier and fmt.Stringer.
+// Extenter, Identifier, RangeCopier and fmt.Stringer.
 //
 // Under FileOptions.Direct, off, len(p) and the address of p must follow
 // Limits().OffsetAlign and MemAlign, with one exception: a request whose
@@ -77,6 +91,18 @@ type File struct {
 	// which ext4 runs in parallel, are not serialized.
 	bufferedWrites bool
 	wmu            sync.Mutex
+
+	// writeBehind is FileOptions.WriteBehind for buffered writes, else 0.
+	writeBehind int64
+
+	// fsDev and blksize are the file's st_dev and st_blksize, for
+	// CopyRange: a reflink needs both files on one filesystem and
+	// block-aligned ranges.
+	fsDev   uint64
+	blksize int64
+	// copyModes maps the st_dev of a CopyRange source to the *atomic.Int32
+	// copy mode (copyClone, copyCFR or copyNone) to try first for it.
+	copyModes sync.Map
 }
 
 const (
@@ -93,6 +119,7 @@ var (
 	_ Flusher      = (*File)(nil)
 	_ Extenter     = (*File)(nil)
 	_ Identifier   = (*File)(nil)
+	_ RangeCopier  = (*File)(nil)
 	_ fmt.Stringer = (*File)(nil)
 )
 
@@ -252,6 +279,8 @@ func newFile(path string, fd *os.File, o FileOptions) (*File, error) {
 		path:     path,
 		size:     st.Size,
 		identity: FileIdentity(st.Dev, st.Ino),
+		fsDev:    st.Dev,
+		blksize:  max(st.Blksize, 512),
 		readOnly: o.ReadOnly,
 		f:        fd,
 		limits:   Limits{LogicalBlockSize: 1},
@@ -262,6 +291,7 @@ func newFile(path string, fd *os.File, o FileOptions) (*File, error) {
 	}
 	if !o.Direct {
 		f.bufferedWrites = true
+		f.writeBehind = max(o.WriteBehind, 0)
 		return f, nil
 	}
 	memAlign, offAlign, err := dioAlign(fd, st.Blksize)
@@ -419,6 +449,19 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	n, err := f.pwrite(p, off)
+	if err != nil {
+		return n, f.ioError(OpWrite, off, int64(len(p)), err)
+	}
+	if f.writeBehind > 0 {
+		f.behind(off, int64(n))
+	}
+	return n, nil
+}
+
+// pwrite writes p at off: the aligned head through f.f, an unaligned tail
+// at Size through f.tail. Buffered writes hold wmu.
+func (f *File) pwrite(p []byte, off int64) (int, error) {
 	if f.bufferedWrites {
 		f.wmu.Lock()
 		defer f.wmu.Unlock()
@@ -430,10 +473,26 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 		m, err = f.tail.WriteAt(p[head:], off+head)
 		n += m
 	}
+	return n, err
+}
+
+// behind runs FileOptions.WriteBehind after a buffered write of n bytes at
+// off: start writing them back, wait for the range WriteBehind bytes
+// earlier and drop it from the page cache. Errors are left to Flush, which
+// reports writeback errors through fdatasync.
+func (f *File) behind(off, n int64) {
+	rc, err := f.f.SyscallConn()
 	if err != nil {
-		return n, f.ioError(OpWrite, off, int64(len(p)), err)
+		return
 	}
-	return n, nil
+	rc.Control(func(fd uintptr) {
+		_ = unix.SyncFileRange(int(fd), off, n, unix.SYNC_FILE_RANGE_WRITE)
+		if old := off - f.writeBehind; old >= 0 {
+			const wait = unix.SYNC_FILE_RANGE_WAIT_BEFORE | unix.SYNC_FILE_RANGE_WRITE | unix.SYNC_FILE_RANGE_WAIT_AFTER
+			_ = unix.SyncFileRange(int(fd), old, n, wait)
+			_ = unix.Fadvise(int(fd), old, n, unix.FADV_DONTNEED)
+		}
+	})
 }
 
 // checkWrite validates a write-like request and returns an *IOError when

@@ -11,11 +11,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/kcopyd/kcopyd/device"
 	"github.com/kcopyd/kcopyd/device/devicetest"
+	"github.com/kcopyd/kcopyd/internal/testutil"
 )
 
 // openFile returns a factory for devicetest.Run that creates a sparse file
@@ -288,7 +290,11 @@ func TestFileWriteZeroesTmpfs(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	devicetest.Run(t, func(t *testing.T, size int64) device.Device {
-		f, err := device.CreateFile(filepath.Join(dir, t.Name()[len("TestFileWriteZeroesTmpfs/"):]), size, device.FileOptions{})
+		sub, err := os.MkdirTemp(dir, "dev") // the suite may open two devices per subtest
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := device.CreateFile(filepath.Join(sub, "f"), size, device.FileOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -408,4 +414,78 @@ func BenchmarkIO(b *testing.B) {
 			})
 		}
 	}
+}
+
+func TestFileWriteBehindConformance(t *testing.T) {
+	devicetest.Run(t, openFile(device.FileOptions{WriteBehind: 64 << 10}, 1))
+}
+
+// TestFileWriteBehind writes 8 MiB in ascending 1 MiB chunks with a
+// write-behind of 2 MiB and checks with mincore that the chunks behind the
+// window left the page cache, and that the data is intact.
+func TestFileWriteBehind(t *testing.T) {
+	const chunk, size = 1 << 20, 8 << 20
+	dir := t.TempDir()
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil || st.Type == unix.TMPFS_MAGIC {
+		t.Skipf("%s is on tmpfs (or statfs failed: %v): its pages cannot be dropped", dir, err)
+	}
+	const pages = 6 << 20 / 4096 // of the first 6 MiB, behind the window
+	// Without write-behind the pages stay cached: that shows mincore
+	// sees them, so that the first case cannot pass for want of a probe.
+	for _, tc := range []struct {
+		behind   int64
+		min, max int // cached pages of the first 6 MiB
+	}{
+		{behind: 0, min: pages * 3 / 4, max: pages},
+		{behind: 2 << 20, min: 0, max: pages / 16},
+	} {
+		path := filepath.Join(dir, fmt.Sprintf("wb%d", tc.behind))
+		f, err := device.CreateFile(path, size, device.FileOptions{WriteBehind: tc.behind})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := testutil.Pattern(1, 0, size)
+		for off := int64(0); off < size; off += chunk {
+			if _, err := f.WriteAt(want[off:off+chunk], off); err != nil {
+				t.Fatalf("WriteAt(%d) = %v", off, err)
+			}
+		}
+		if n := residentPages(t, path, 6<<20); n < tc.min || n > tc.max {
+			t.Errorf("WriteBehind %d: %d of the first %d pages cached; want %d to %d", tc.behind, n, pages, tc.min, tc.max)
+		}
+		got := make([]byte, size)
+		if _, err := f.ReadAt(got, 0); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("WriteBehind %d: ReadAt(0) = %v, data equal %v; want the data written", tc.behind, err, bytes.Equal(got, want))
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// residentPages returns how many pages of the first n bytes of the file
+// at path are in the page cache.
+func residentPages(t *testing.T, path string, n int) int {
+	t.Helper()
+	fd, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	m, err := unix.Mmap(int(fd.Fd()), 0, n, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatalf("mmap %s: %v", path, err)
+	}
+	defer unix.Munmap(m)
+	vec := make([]byte, (n+4095)/4096)
+	_, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(n), uintptr(unsafe.Pointer(&vec[0])))
+	if errno != 0 {
+		t.Fatalf("mincore %s: %v", path, errno)
+	}
+	count := 0
+	for _, v := range vec {
+		count += int(v & 1)
+	}
+	return count
 }

@@ -15,7 +15,7 @@ import (
 // largest sub-job (the library keeps the kernel's default, 512 KiB). Each
 // request costs a context switch and a device doorbell; on 1 GiB with
 // O_DIRECT, 1 MiB chunks took 0.65-0.80 s of CPU against 1.04-1.33 s for
-// 512 KiB, for 18 MiB of peak memory instead of 14 (bench/README.md).
+// 512 KiB, for 18 MiB of peak memory instead of 14 (docs/PERFORMANCE.md).
 const defaultSubJobSize = 1 << 20
 
 type options struct {

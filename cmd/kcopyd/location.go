@@ -139,6 +139,23 @@ type openMode struct {
 	nbd *nbdOptions
 }
 
+// writeBehind is device.FileOptions.WriteBehind for files opened for
+// writing: how far behind the newest write the page cache is written back
+// and dropped. Measured on 1 GiB NBD -> new file (docs/PERFORMANCE.md,
+// "NBD to file"): the final fdatasync fell from 0.84 s to 0.08-0.18 s, and
+// 4 MiB beat 0, 16 and 64 MiB in each of 3 interleaved rounds; 1 GiB to 4
+// new files took a third of the time it took without write-behind.
+const writeBehind = 4 << 20
+
+// fileOptions returns the options that open a regular file in mode m.
+func (m openMode) fileOptions() device.FileOptions {
+	o := device.FileOptions{ReadOnly: !m.write, Direct: m.direct}
+	if m.write {
+		o.WriteBehind = writeBehind
+	}
+	return o
+}
+
 // open opens an existing location. Block devices opened for writing take
 // the kernel's exclusive claim; when that fails because the device is
 // mounted or used otherwise, open fails unless m.force is set.
@@ -167,7 +184,7 @@ func (l *location) open(ctx context.Context, m openMode) error {
 			return fmt.Errorf("%s does not exist", l.spec)
 		}
 		var f *device.File
-		f, err = device.OpenFile(l.spec, device.FileOptions{ReadOnly: !m.write, Direct: m.direct})
+		f, err = device.OpenFile(l.spec, m.fileOptions())
 		if err == nil {
 			dev = f
 		}
@@ -210,7 +227,7 @@ func (l *location) create(size int64, m openMode) error {
 	if _, err := os.Stat(filepath.Dir(l.spec)); err != nil {
 		return fmt.Errorf("cannot create %s: %w", l.spec, err)
 	}
-	f, err := device.CreateFile(l.spec, size, device.FileOptions{Direct: m.direct})
+	f, err := device.CreateFile(l.spec, size, m.fileOptions())
 	if err != nil {
 		return l.openError(err, m)
 	}
@@ -249,7 +266,7 @@ func (l *location) grow(size int64, m openMode) error {
 		return fmt.Errorf("cannot open %s: %w", l.spec, err)
 	}
 	unix.CloseOnExec(fd)
-	dev, err := device.NewFile(os.NewFile(uintptr(fd), l.spec), device.FileOptions{Direct: m.direct})
+	dev, err := device.NewFile(os.NewFile(uintptr(fd), l.spec), m.fileOptions())
 	if err != nil {
 		return l.openError(err, m)
 	}

@@ -32,7 +32,7 @@ type nbdOptions struct {
 
 const (
 	// defaultConnections is the default of --connections, chosen by
-	// measurement (bench/nbd/README.md).
+	// measurement (docs/PERFORMANCE.md).
 	defaultConnections = 2
 	// maxConnections bounds --connections: each connection holds up to
 	// nbd.DefaultMaxInFlight requests.

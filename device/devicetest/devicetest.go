@@ -58,6 +58,9 @@ type OpenFunc func(t *testing.T, size int64) device.Device
 //   - parallel writers and readers on disjoint ranges (run under -race);
 //   - WriteZeroes, Discard, Flush and Extents when the device implements
 //     them, and that Limits agrees with what it implements;
+//   - CopyRange, when the device implements device.RangeCopier, from a
+//     second device made by open: the copied bytes arrive, a refusal
+//     (ErrNotSupported) and a request past the end change nothing;
 //   - a stable Identity, and ErrClosed after Close.
 //
 // Requests respect the device's Limits: buffers are aligned to MemAlign,
@@ -81,6 +84,7 @@ func Run(t *testing.T, open OpenFunc) {
 		{"WriteZeroes", window + 1234, (*tester).testWriteZeroes},
 		{"Discard", window + 1234, (*tester).testDiscard},
 		{"Flush", window, (*tester).testFlush},
+		{"CopyRange", window + 1234, (*tester).testCopyRange},
 		{"Extents", window + 1234, (*tester).testExtents},
 		{"Identity", window, (*tester).testIdentity},
 		{"Close", window, (*tester).testClose},
@@ -95,6 +99,7 @@ func Run(t *testing.T, open OpenFunc) {
 // tester holds one subtest's device and its limits.
 type tester struct {
 	t    *testing.T
+	open OpenFunc
 	d    device.Device
 	lim  device.Limits
 	size int64
@@ -110,7 +115,7 @@ func newTester(t *testing.T, open OpenFunc, size int64) *tester {
 	if d == nil {
 		t.Fatalf("open(%d) returned a nil device", size)
 	}
-	tt := &tester{t: t, d: d, lim: device.LimitsOf(d), size: d.Size()}
+	tt := &tester{t: t, open: open, d: d, lim: device.LimitsOf(d), size: d.Size()}
 	if tt.size < MinSize {
 		t.Fatalf("Size() = %d; the suite needs at least %d bytes", tt.size, MinSize)
 	}
@@ -647,6 +652,48 @@ func (tt *tester) testFlush() {
 	}
 	wg.Wait()
 	tt.check("after concurrent Flush", 0, model)
+}
+
+func (tt *tester) testCopyRange() {
+	t := tt.t
+	rc, ok := tt.d.(device.RangeCopier)
+	if !ok {
+		t.Skip("device does not implement device.RangeCopier")
+	}
+	src := newTester(t, tt.open, tt.size)
+	data := src.fill(12, 0, src.win)
+	model := tt.fill(13, 0, tt.win)
+	u := max(tt.unit, src.unit)
+	spans := []struct{ src, dst, n int64 }{
+		{0, 0, 4 * u},
+		{8 * u, 4 * u, tt.down(tt.win/2) - 8*u},
+		{u, tt.down(tt.win/2) + 2*u, 3 * u},
+	}
+	if u == 1 {
+		spans = append(spans, struct{ src, dst, n int64 }{4097, tt.win - 5000, 4999})
+	}
+	for _, s := range spans {
+		n, err := rc.CopyRange(src.d, s.src, s.dst, s.n)
+		if n < 0 || n > s.n || (err == nil) != (n == s.n) {
+			t.Fatalf("CopyRange(src, %d, %d, %d) = %d, %v; want %d, nil or fewer bytes with an error", s.src, s.dst, s.n, n, err, s.n)
+		}
+		copy(model[s.dst:s.dst+n], data[s.src:s.src+n])
+		if errors.Is(err, device.ErrNotSupported) {
+			tt.check("after CopyRange failed with ErrNotSupported", 0, model)
+			t.Skipf("CopyRange(src, %d, %d, %d) = %d, %v: not supported here", s.src, s.dst, s.n, n, err)
+		}
+		if err != nil {
+			t.Fatalf("CopyRange(src, %d, %d, %d) = %d, %v; want %d, nil", s.src, s.dst, s.n, n, err, s.n)
+		}
+		tt.check(fmt.Sprintf("after CopyRange(src, %d, %d, %d)", s.src, s.dst, s.n), 0, model)
+	}
+	last := tt.down(tt.size - 1)
+	for _, s := range []span{{last, 2 * tt.unit}, {-tt.unit, 2 * tt.unit}} {
+		if n, err := rc.CopyRange(src.d, 0, s.Off, s.Len); n != 0 || !errors.Is(err, device.ErrOutOfRange) {
+			t.Errorf("CopyRange(src, 0, %d, %d) on a %d-byte device = %d, %v; want 0, ErrOutOfRange", s.Off, s.Len, tt.size, n, err)
+		}
+	}
+	tt.check("after rejected CopyRange calls", 0, model)
 }
 
 // extents walks Extents over [off, off+n), asking again where a list

@@ -27,7 +27,7 @@ func envInt(tb testing.TB, name string, def int64) int64 {
 // BenchmarkCopyToNBD copies a file to an NBD export through a Device, with
 // NBD_BENCH_WORKERS goroutines (default 16) issuing 1 MiB writes over
 // NBD_BENCH_CONNS connections (default 4). It copies NBD_BENCH_SRC to
-// NBD_BENCH_URI when both are set (bench/nbd/compare.sh does), else a
+// NBD_BENCH_URI when both are set, else a
 // generated file of NBD_BENCH_SIZE MiB (default 256) to an nbdkit memory
 // export.
 func BenchmarkCopyToNBD(b *testing.B) {

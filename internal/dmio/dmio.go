@@ -41,6 +41,7 @@ const (
 	OpRead        Op = iota // read Regions[0] into Buf
 	OpWrite                 // write Buf to every region
 	OpWriteZeroes           // make every region read as zeroes
+	OpCopyRange             // copy Src to every region without a buffer (device.RangeCopier)
 )
 
 func (o Op) String() string {
@@ -51,6 +52,8 @@ func (o Op) String() string {
 		return "write"
 	case OpWriteZeroes:
 		return "write-zeroes"
+	case OpCopyRange:
+		return "copy-range"
 	}
 	return fmt.Sprintf("Op(%d)", int(o))
 }
@@ -75,6 +78,13 @@ type Request struct {
 	// Native, for OpWriteZeroes, uses device.WriteZeroer; otherwise zeroes
 	// are written from memory.
 	Native bool
+
+	// Src, for OpCopyRange, is the range every region is copied from, as
+	// long as each region. A region whose device is not a
+	// device.RangeCopier, or refuses this source, fails with an error
+	// wrapping device.ErrNotSupported; the caller then copies through
+	// memory.
+	Src Region
 
 	// Salvage, for OpRead, re-reads a failed region block by block, each
 	// failing block twice, so that only the blocks that cannot be read
@@ -157,6 +167,8 @@ func (e *Engine) run() {
 			err = writeAll(reg, r.Buf[:reg.Len])
 		case OpWriteZeroes:
 			err = writeZeroes(reg, r.Native)
+		case OpCopyRange:
+			err = copyRange(r.Src, reg)
 		}
 		r.Errs[t.i] = err
 		if r.pending.Add(-1) == 0 {
@@ -281,6 +293,26 @@ func read(r *Request, reg Region) error {
 		return nil
 	}
 	return err
+}
+
+// copyRange copies src to dst with dst's device.RangeCopier, until done or
+// an error.
+func copyRange(src, dst Region) error {
+	rc, ok := dst.Dev.(device.RangeCopier)
+	if !ok {
+		return device.ErrNotSupported
+	}
+	for off := int64(0); off < dst.Len; {
+		n, err := rc.CopyRange(src.Dev, src.Off+off, dst.Off+off, dst.Len-off)
+		off += n
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return &device.IOError{Op: device.OpCopyRange, Dev: device.Name(dst.Dev), Off: dst.Off + off, Len: dst.Len - off, Err: io.ErrUnexpectedEOF}
+		}
+	}
+	return nil
 }
 
 func writeZeroes(reg Region, native bool) error {
