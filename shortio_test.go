@@ -21,7 +21,8 @@ type noZeroes struct{ device.Device }
 // part of their buffer, once with an error and once without (a device
 // breaking the io.ReaderAt/io.WriterAt contract): a short transfer is
 // never success. The failing device is reported with the range that
-// failed; the healthy destination gets every byte.
+// failed; with IgnoreError, which tries every chunk, the healthy
+// destination gets every byte.
 func TestShortIO(t *testing.T) {
 	const size = 256 << 10
 	data := randomBytes(41, size)
@@ -56,7 +57,7 @@ func TestShortIO(t *testing.T) {
 			bad := faultdev.Wrap(device.NewMem(size), short(cause))
 			good := device.NewMem(size)
 			job, err := c.Copy(t.Context(), kcopyd.Region{Dev: src, Len: size},
-				[]kcopyd.Region{{Dev: bad, Len: size}, {Dev: good, Len: size}}, 0, nil)
+				[]kcopyd.Region{{Dev: bad, Len: size}, {Dev: good, Len: size}}, kcopyd.IgnoreError, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -66,7 +67,7 @@ func TestShortIO(t *testing.T) {
 			c := newClient(t, &kcopyd.Options{SubJobSize: 64 << 10})
 			bad := faultdev.Wrap(noZeroes{device.NewMemFrom(append([]byte(nil), data...))}, short(cause))
 			good := device.NewMemFrom(append([]byte(nil), data...))
-			job, err := c.Zero(t.Context(), []kcopyd.Region{{Dev: bad, Len: size}, {Dev: good, Len: size}}, 0, nil)
+			job, err := c.Zero(t.Context(), []kcopyd.Region{{Dev: bad, Len: size}, {Dev: good, Len: size}}, kcopyd.IgnoreError, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
