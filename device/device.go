@@ -201,6 +201,13 @@ type Identifier interface {
 	Identity() string
 }
 
+// FileIdentity returns the identity of the file with inode ino on the file
+// system of device number dev (stat's st_dev, in the kernel's user-space
+// encoding): "file:<dev>:<ino>". Every back end that names a regular file,
+// directly or behind a loop device, uses it, so that aliases of one file
+// compare equal.
+func FileIdentity(dev, ino uint64) string { return fmt.Sprintf("file:%d:%d", dev, ino) }
+
 // Placer is implemented by devices that are a window onto a larger store,
 // such as a partition of a disk: two devices overlap when their placements
 // name the same store and their shifted ranges intersect.

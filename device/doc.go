@@ -36,9 +36,11 @@
 // so that overlapping copies can be refused; RangeCopier copies a range
 // from another device inside the kernel (reflink, copy_file_range), with
 // ErrNotSupported telling the caller to copy through memory instead; Placer
-// extends that to a device that is a window onto a larger store, such as a
-// partition of a disk. Wrapper lets IdentityOf and PlacementOf look
-// through devices that wrap others.
+// extends Identifier to a device that is a window onto a larger store, such
+// as a partition of a disk or a loop device over a file (whose store is the
+// file's FileIdentity, so that the loop device and the file by any name
+// compare equal). Wrapper lets IdentityOf and PlacementOf look through
+// devices that wrap others.
 //
 // # Errors
 //

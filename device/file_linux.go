@@ -127,17 +127,37 @@ var (
 // file's current size. Errors are *IOError with Op OpOpen; they wrap
 // fs.ErrNotExist when the file is missing, and ErrNotSupported when
 // o.Direct is set and the filesystem refuses O_DIRECT. Paths that are not
-// regular files (block devices, directories) are refused: open block
-// devices with package blockdev.
+// regular files (block devices, directories, FIFOs, character devices) are
+// refused with ErrNotSupported: open block devices with package blockdev.
+//
+// The type is checked on the opened descriptor (fstat), not on the path,
+// and the open does not block on a FIFO, so a path swapped for something
+// else after the caller examined it is refused, never waited on. Identity
+// is the opened file's: a caller that checked the path first compares it
+// with what it saw.
 func OpenFile(path string, o FileOptions) (*File, error) {
-	flag := os.O_RDWR
+	flag := unix.O_RDWR
 	if o.ReadOnly {
-		flag = os.O_RDONLY
+		flag = unix.O_RDONLY
 	}
-	fd, err := os.OpenFile(path, flag|unix.O_CLOEXEC, 0)
+	fd, err := openRegular(path, flag)
 	if err != nil {
 		return nil, openError(path, err)
 	}
+	return newFileOwned(path, fd, o)
+}
+
+// NewFile makes a device of f, an open regular file, of its current size,
+// as OpenFile does for a path; its String is f.Name(). The File owns f from
+// then on, and NewFile closes f when it fails. f must have been opened
+// without O_DIRECT and with write access unless o.ReadOnly; with o.Direct a
+// second descriptor with O_DIRECT is opened on the same file.
+func NewFile(f *os.File, o FileOptions) (*File, error) {
+	return newFileOwned(f.Name(), f, o)
+}
+
+// newFileOwned is newFile that closes fd when it fails.
+func newFileOwned(path string, fd *os.File, o FileOptions) (*File, error) {
 	f, err := newFile(path, fd, o)
 	if err != nil {
 		fd.Close()
@@ -146,10 +166,70 @@ func OpenFile(path string, o FileOptions) (*File, error) {
 	return f, nil
 }
 
+// openRegular opens path with flag, without blocking on a FIFO and without
+// trusting the path: the descriptor is checked with fstat and refused,
+// wrapping ErrNotSupported, unless it is a regular file.
+func openRegular(path string, flag int) (*os.File, error) {
+	var fd int
+	var err error
+	for {
+		fd, err = unix.Open(path, flag|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err == unix.EISDIR {
+		return nil, fmt.Errorf("%w: not a regular file but a directory", ErrNotSupported)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd)
+		return nil, fmt.Errorf("%w: not a regular file but a %s", ErrNotSupported, FileKind(st.Mode))
+	}
+	// O_NONBLOCK has no effect on a regular file; clear it all the same,
+	// so that the descriptor is an ordinary one.
+	if err := unix.SetNonblock(fd, false); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
+// FileKind names the file type in the S_IFMT bits of mode ("regular
+// file", "directory", "FIFO", ...), for messages.
+func FileKind(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return "regular file"
+	case unix.S_IFDIR:
+		return "directory"
+	case unix.S_IFCHR:
+		return "character device"
+	case unix.S_IFIFO:
+		return "FIFO"
+	case unix.S_IFSOCK:
+		return "socket"
+	case unix.S_IFLNK:
+		return "symbolic link"
+	case unix.S_IFBLK:
+		return "block device"
+	}
+	return fmt.Sprintf("file of mode %#o", mode&unix.S_IFMT)
+}
+
 // CreateFile creates a regular file of size bytes at path and opens it as
 // OpenFile does. The file is sparse: it holds no data until written. It
-// fails with an error wrapping fs.ErrExist when path exists already; a
-// failure after creating the file removes it again.
+// fails with an error wrapping fs.ErrExist when path exists already (a
+// symbolic link included, dangling or not); a failure after creating the
+// file removes it again. The File is made from the descriptor that created
+// the file, never by opening path again.
 func CreateFile(path string, size int64, o FileOptions) (_ *File, err error) {
 	if size < 0 {
 		return nil, openError(path, fmt.Errorf("%w: negative size %d", ErrOutOfRange, size))
@@ -169,10 +249,7 @@ func CreateFile(path string, size int64, o FileOptions) (_ *File, err error) {
 		c.Close()
 		return nil, openError(path, err)
 	}
-	if err := c.Close(); err != nil {
-		return nil, openError(path, err)
-	}
-	return OpenFile(path, o)
+	return newFileOwned(path, c, o)
 }
 
 func openError(path string, err error) error {
@@ -196,12 +273,12 @@ func newFile(path string, fd *os.File, o FileOptions) (*File, error) {
 		return nil, openError(path, err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, openError(path, fmt.Errorf("%w: not a regular file", ErrNotSupported))
+		return nil, openError(path, fmt.Errorf("%w: not a regular file but a %s", ErrNotSupported, FileKind(st.Mode)))
 	}
 	f := &File{
 		path:     path,
 		size:     st.Size,
-		identity: fmt.Sprintf("file:%d:%d", st.Dev, st.Ino),
+		identity: FileIdentity(st.Dev, st.Ino),
 		fsDev:    st.Dev,
 		blksize:  max(st.Blksize, 512),
 		readOnly: o.ReadOnly,

@@ -9,13 +9,15 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/kcopyd/kcopyd/device"
 	"github.com/kcopyd/kcopyd/device/devicetest"
 	"github.com/kcopyd/kcopyd/internal/testutil"
-	"golang.org/x/sys/unix"
 )
 
 // openFile returns a factory for devicetest.Run that creates a sparse file
@@ -96,6 +98,69 @@ func TestFileOpenErrors(t *testing.T) {
 	}
 	if _, err := device.CreateFile(filepath.Join(dir, "neg"), -1, device.FileOptions{}); !errors.Is(err, device.ErrOutOfRange) {
 		t.Errorf("CreateFile(size -1) = %v; want ErrOutOfRange", err)
+	}
+}
+
+// TestFileOpenNotRegular checks that OpenFile refuses what is not a
+// regular file, judged on the opened descriptor, without blocking on a
+// FIFO that has no writer (a read-only open of one would wait forever).
+func TestFileOpenNotRegular(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ path, kind string }{
+		{fifo, "FIFO"},
+		{"/dev/null", "character device"},
+		{"/dev/zero", "character device"},
+		{t.TempDir(), "directory"},
+	} {
+		for _, ro := range []bool{true, false} {
+			f, err := device.OpenFile(tc.path, device.FileOptions{ReadOnly: ro})
+			if err == nil {
+				f.Close()
+			}
+			if !errors.Is(err, device.ErrNotSupported) || !strings.Contains(fmt.Sprint(err), tc.kind) {
+				t.Errorf("OpenFile(%s, ReadOnly %v) = %v; want ErrNotSupported naming a %s", tc.path, ro, err, tc.kind)
+			}
+		}
+	}
+}
+
+// TestNewFile checks that NewFile takes over an open descriptor: its
+// identity is the descriptor's, whatever the path names now.
+func TestNewFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "f")
+	if err := os.WriteFile(path, make([]byte, 8192), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	osf, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := device.OpenFile(path, device.FileOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ref.Close()
+	// Swap the path for another file: the descriptor still names the first.
+	if err := os.Rename(path, path+".old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, make([]byte, 4096), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := device.NewFile(osf, device.FileOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if f.Identity() != ref.Identity() || f.Size() != 8192 || f.String() != path {
+		t.Errorf("NewFile = identity %q size %d name %q; want %q, 8192, %q", f.Identity(), f.Size(), f.String(), ref.Identity(), path)
+	}
+	if _, err := f.WriteAt([]byte("x"), 0); err != nil {
+		t.Errorf("WriteAt on NewFile = %v", err)
 	}
 }
 

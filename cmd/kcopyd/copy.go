@@ -91,23 +91,30 @@ func runCopy(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 
 	// The regions.
 	if regions == nil {
+		// An empty source, or --length 0, copies nothing and succeeds
+		// (creating the destination under --create), as dd and cp do.
+		// --offset at the end of a non-empty source without --length is
+		// taken as a mistake.
 		off := o.offset.n
-		if off >= src.size {
-			return w.fail(inputError(fmt.Errorf("--offset %d is at or beyond the end of the source %s (%d bytes)", off, src.spec, src.size)))
+		if off > src.size || off == src.size && src.size > 0 && !o.length.set {
+			return w.fail(inputError(fmt.Errorf("--offset %d is at or beyond the end of the source %s (%d bytes): give an --offset below %d", off, src.spec, src.size, src.size)))
 		}
 		length := src.size - off
 		if o.length.set {
 			length = o.length.n
 		}
-		if o.destOffset.n > 1<<63-1-length {
-			return w.fail(usageErrorf("--dest-offset plus --length is too large"))
+		if length > maxOffset-off {
+			return w.fail(usageErrorf("--offset %d plus --length %d is beyond the largest possible offset (%d)", off, length, int64(maxOffset)))
+		}
+		if o.destOffset.n > maxOffset-length {
+			return w.fail(usageErrorf("--dest-offset %d plus --length %d is beyond the largest possible offset (%d)", o.destOffset.n, length, int64(maxOffset)))
 		}
 		regions = []region{{src: off, len: length, dest: o.destOffset.n}}
 	}
 	w.regions = regions
 	var needed, total int64
 	for _, rg := range regions {
-		if rg.srcEnd() > src.size {
+		if rg.len > src.size-rg.src { // rg.srcEnd() > src.size, without overflow
 			return w.fail(inputError(fmt.Errorf("%s: source range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.src, rg.len, rg.srcEnd(), src.spec, src.size)))
 		}
 		needed = max(needed, rg.destEnd())
@@ -194,32 +201,21 @@ func runCopy(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 }
 
 // checkRegionOverlaps refuses regions whose destination ranges overlap
-// each other (the result would depend on timing) and, for a destination
-// that is the source itself, destination ranges that overlap any source
-// range.
+// each other (the result would depend on timing) and, through
+// checkAliases, destinations that are the source, or each other, under
+// another name, at overlapping ranges.
 func checkRegionOverlaps(regions []region, src *location, locs []*location) error {
-	dst := make([]lineRange, len(regions))
-	srcs := make([]lineRange, len(regions))
-	for i, rg := range regions {
-		dst[i] = lineRange{rg.dest, rg.len, rg.line}
-		srcs[i] = lineRange{rg.src, rg.len, rg.line}
+	var dst []lineRange
+	for _, rg := range regions {
+		if rg.len > 0 {
+			dst = append(dst, lineRange{rg.dest, rg.len, rg.line})
+		}
 	}
 	if x, y, ok := firstOverlap(dst, dst, true); ok {
 		if x.line > y.line {
 			x, y = y, x
 		}
-		return fmt.Errorf("regions lines %d and %d write overlapping destination ranges [%d, +%d) and [%d, +%d)", x.line, y.line, x.off, x.len, y.off, y.len)
+		return fmt.Errorf("regions lines %d and %d write overlapping destination ranges [%d, +%d) and [%d, +%d); nothing was written: every destination byte may be written by one line only", x.line, y.line, x.off, x.len, y.off, y.len)
 	}
-	for _, l := range locs {
-		if l.identity() != src.identity() {
-			continue
-		}
-		if d, s, ok := firstOverlap(dst, srcs, false); ok {
-			if d.line == 0 {
-				return fmt.Errorf("destination %s is the source, and the destination range [%d, +%d) overlaps the source range [%d, +%d)", l.spec, d.off, d.len, s.off, s.len)
-			}
-			return fmt.Errorf("destination %s is the source, and the destination range of %s [%d, +%d) overlaps the source range of %s [%d, +%d)", l.spec, lineName(d.line), d.off, d.len, lineName(s.line), s.off, s.len)
-		}
-	}
-	return nil
+	return checkAliases(regions, src, locs)
 }

@@ -95,9 +95,6 @@ func (o *options) register(cmd *cobra.Command, fs flagSet) {
 // arguments, which are not opened.
 func (o *options) check(cmd *cobra.Command, specs []string) error {
 	f := cmd.Flags()
-	if o.length.set && o.length.n == 0 {
-		return usageErrorf("--length must be positive")
-	}
 	if o.regionsFile != "" {
 		for _, name := range []string{"offset", "length", "dest-offset"} {
 			if fl := f.Lookup(name); fl != nil && fl.Changed {

@@ -364,6 +364,9 @@ func planSegments(src device.Device, regions []region, dests []*dest, sparse boo
 	)
 	ext, _ := src.(device.Extenter)
 	for ri, rg := range regions {
+		if rg.len == 0 {
+			continue // an empty region (--length 0, an empty source) is done
+		}
 		if !sparse || ext == nil {
 			segs = append(segs, &segment{reg: ri, src: rg.src, dest: rg.dest, len: rg.len, kind: segCopy, dests: all})
 			continue

@@ -32,11 +32,17 @@ type location struct {
 	kind   locKind
 	exists bool  // false: a regular file still to be created (--create)
 	size   int64 // size in bytes; for a file to be created or grown, its size before the run
-	// key identifies the storage before it is opened: "file:DEV:INO",
-	// "block:RDEV", or "new:DEV:INO/NAME" (the parent directory and name)
+	// key identifies the storage before it is opened, in the format of
+	// device identities: "file:DEV:INO" (device.FileIdentity),
+	// "blk:MAJ:MIN", or "new:DEV:INO/NAME" (the parent directory and name)
 	// for a file to be created. Empty for URLs, whose identity is only
-	// known from the opened device.
+	// known from the opened device. Once opened, the device's identity
+	// must still be key (checkOpened).
 	key string
+	// growFile is a second descriptor of a file this run extended, kept to
+	// truncate that very file back in undo, whatever its path names by
+	// then.
+	growFile *os.File
 
 	dev     device.Device
 	created bool // this run created the file
@@ -79,16 +85,48 @@ func inspectLocation(spec string) (*location, error) {
 	case unix.S_IFREG:
 		l.kind = locFile
 		l.size = st.Size
-		l.key = fmt.Sprintf("file:%d:%d", st.Dev, st.Ino)
+		l.key = device.FileIdentity(st.Dev, st.Ino)
 	case unix.S_IFBLK:
 		l.kind = locBlock
-		l.key = fmt.Sprintf("block:%d", st.Rdev)
+		l.key = blockKey(st.Rdev)
 	case unix.S_IFDIR:
-		return nil, fmt.Errorf("%s is a directory", spec)
+		return nil, fmt.Errorf("%s is a directory; name a file in it (with --create to make a new one), a block device, or an nbd:// export", spec)
+	case unix.S_IFIFO, unix.S_IFSOCK, unix.S_IFCHR:
+		return nil, fmt.Errorf("%s is a %s, which kcopyd cannot use: it reads and writes at offsets, so it needs a regular file, a block device or an nbd:// export (for a stream, use dd or cat)", spec, device.FileKind(st.Mode))
 	default:
-		return nil, fmt.Errorf("%s is not a regular file or a block device", spec)
+		return nil, fmt.Errorf("%s is a %s, not a regular file, a block device or an nbd:// export", spec, device.FileKind(st.Mode))
 	}
 	return l, nil
+}
+
+// blockKey is the identity of the block device with device number rdev,
+// as blockdev.Device.Identity spells it.
+func blockKey(rdev uint64) string {
+	return fmt.Sprintf("blk:%d:%d", unix.Major(rdev), unix.Minor(rdev))
+}
+
+// checkOpened refuses a device that is not the storage inspectLocation
+// examined: the path was replaced (a symbolic link swapped, a file renamed
+// over it) between the check and the open. Identity comes from the opened
+// descriptor, so the checks made on key hold for what is written.
+func (l *location) checkOpened() error {
+	if l.key == "" || strings.HasPrefix(l.key, "new:") {
+		return nil
+	}
+	if id := device.IdentityOf(l.dev); id != l.key {
+		return fmt.Errorf("%s changed while kcopyd was opening it (it was %s, it is now %s); nothing was written: check who else is changing it and run again", l.spec, l.key, id)
+	}
+	return nil
+}
+
+// placement returns the store l lies in and its byte offset there: the
+// opened device's device.PlacementOf (a loop device lies in its backing
+// file, a partition in its disk), else the stat key at 0.
+func (l *location) placement() (store string, base int64) {
+	if l.dev != nil {
+		return device.PlacementOf(l.dev)
+	}
+	return l.identity(), 0
 }
 
 // openMode says how to open a location.
@@ -155,6 +193,9 @@ func (l *location) open(ctx context.Context, m openMode) error {
 		return l.openError(err, m)
 	}
 	l.dev = dev
+	if err := l.checkOpened(); err != nil {
+		return err
+	}
 	l.size = dev.Size()
 	return nil
 }
@@ -195,44 +236,72 @@ func (l *location) create(size int64, m openMode) error {
 }
 
 // grow extends the existing regular file l to size bytes (the new part is
-// a hole) and opens it for writing. undo truncates it back.
+// a hole) and opens it for writing. undo truncates it back. The file is
+// opened first and checked to be the one inspected, and extended through
+// that descriptor, never by path (O_RDWR does not block on a FIFO).
 func (l *location) grow(size int64, m openMode) error {
 	if l.kind != locFile || !l.exists || l.dev != nil || size <= l.size {
 		panic("kcopyd: grow on a location that cannot grow")
 	}
-	if err := os.Truncate(l.spec, size); err != nil {
-		return fmt.Errorf("cannot extend %s to %d bytes: %w", l.spec, size, err)
-	}
-	l.grown = true
-	f, err := device.OpenFile(l.spec, m.fileOptions())
+	f, err := os.OpenFile(l.spec, os.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return l.openError(err, m)
 	}
-	l.dev = f
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return l.openError(err, m)
+	}
+	if id := device.FileIdentity(st.Dev, st.Ino); st.Mode&unix.S_IFMT != unix.S_IFREG || id != l.key {
+		f.Close()
+		return fmt.Errorf("%s changed while kcopyd was opening it (it was %s, it is now a %s %s); nothing was written: check who else is changing it and run again", l.spec, l.key, device.FileKind(st.Mode), id)
+	}
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		return fmt.Errorf("cannot extend %s to %d bytes: %w", l.spec, size, err)
+	}
+	l.grown, l.growFile = true, f
+	fd, err := unix.Dup(int(f.Fd()))
+	if err != nil {
+		return fmt.Errorf("cannot open %s: %w", l.spec, err)
+	}
+	unix.CloseOnExec(fd)
+	dev, err := device.NewFile(os.NewFile(uintptr(fd), l.spec), m.fileOptions())
+	if err != nil {
+		return l.openError(err, m)
+	}
+	l.dev = dev
 	return nil
 }
 
 // undo closes l and reverts what create or grow did, for a run that stops
 // before its first write.
 func (l *location) undo() error {
-	err := l.close()
-	switch {
-	case l.created:
+	var err error
+	if l.grown {
+		// Through the descriptor that grew it: the very same file.
+		err = l.growFile.Truncate(l.size)
+		l.grown = false
+	}
+	err = errors.Join(err, l.close())
+	if l.created {
 		err = errors.Join(err, os.Remove(l.spec))
 		l.created = false
-	case l.grown:
-		err = errors.Join(err, os.Truncate(l.spec, l.size))
-		l.grown = false
 	}
 	return err
 }
 
 // close closes l's device, if open.
 func (l *location) close() error {
-	if l.dev == nil {
-		return nil
+	var err error
+	if l.growFile != nil {
+		err = l.growFile.Close()
+		l.growFile = nil
 	}
-	err := l.dev.Close()
+	if l.dev == nil {
+		return err
+	}
+	err = errors.Join(err, l.dev.Close())
 	l.dev = nil
 	return err
 }

@@ -92,6 +92,9 @@ func runZero(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 	if regions == nil {
 		off := o.offset.n
 		if o.length.set {
+			if o.length.n > maxOffset-off {
+				return w.fail(usageErrorf("--offset %d plus --length %d is beyond the largest possible offset (%d)", off, o.length.n, int64(maxOffset)))
+			}
 			regions = []region{{dest: off, len: o.length.n}}
 		} else {
 			// To the end of each destination: one region per distinct
@@ -99,7 +102,7 @@ func runZero(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 			bySize := map[int64][]int{}
 			var sizes []int64
 			for i, l := range locs {
-				if off >= l.size {
+				if off > l.size || off == l.size && l.size > 0 {
 					return w.fail(inputError(fmt.Errorf("--offset %d is at or beyond the end of %s (%d bytes)", off, l.spec, l.size)))
 				}
 				if _, ok := bySize[l.size]; !ok {
@@ -121,11 +124,14 @@ func runZero(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 	var total int64
 	for _, rg := range regions {
 		for i, l := range locs {
-			if rg.has(i) && rg.destEnd() > l.size {
+			if rg.has(i) && rg.len > l.size-rg.dest { // rg.destEnd() > l.size, without overflow
 				return w.fail(inputError(fmt.Errorf("%s: range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.dest, rg.len, rg.destEnd(), l.spec, l.size)))
 			}
 		}
 		total += rg.len
+	}
+	if err := checkAliases(regions, nil, locs); err != nil {
+		return w.fail(inputError(err))
 	}
 	if err := checkAlignment(regions, nil, locs, o.direct); err != nil {
 		return w.fail(inputError(err))

@@ -73,8 +73,8 @@ type Device struct {
 	minor    uint32
 	limits   device.Limits
 	info     Info
-	disk     string // identity of the whole disk, for partitions
-	start    int64  // byte offset of a partition on its disk
+	store    string // Placement: the store the device lies in
+	start    int64  // Placement: the device's byte offset in store
 
 	// mu guards fd against Close: I/O holds it shared, Close exclusively.
 	mu struct {
@@ -144,9 +144,11 @@ func Open(path string, opts Options) (*Device, error) {
 		return nil, openErr(err)
 	}
 
-	flags := unix.O_CLOEXEC | unix.O_RDWR
+	// O_NONBLOCK: a path swapped for a FIFO after checkBlock must not
+	// block the open; probe checks the descriptor and clears the flag.
+	flags := unix.O_CLOEXEC | unix.O_NONBLOCK | unix.O_RDWR
 	if opts.ReadOnly {
-		flags = unix.O_CLOEXEC | unix.O_RDONLY
+		flags = unix.O_CLOEXEC | unix.O_NONBLOCK | unix.O_RDONLY
 	}
 	if opts.Direct {
 		flags |= unix.O_DIRECT
@@ -194,29 +196,9 @@ func checkBlock(path string) error {
 		return &os.PathError{Op: "stat", Path: path, Err: err}
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
-		return fmt.Errorf("%w: %s is a %s", ErrNotBlockDevice, path, fileKind(st.Mode))
+		return fmt.Errorf("%w: %s is a %s", ErrNotBlockDevice, path, device.FileKind(st.Mode))
 	}
 	return nil
-}
-
-func fileKind(mode uint32) string {
-	switch mode & unix.S_IFMT {
-	case unix.S_IFREG:
-		return "regular file"
-	case unix.S_IFDIR:
-		return "directory"
-	case unix.S_IFCHR:
-		return "character device"
-	case unix.S_IFIFO:
-		return "FIFO"
-	case unix.S_IFSOCK:
-		return "socket"
-	case unix.S_IFLNK:
-		return "symbolic link"
-	case unix.S_IFBLK:
-		return "block device"
-	}
-	return fmt.Sprintf("file of mode %#o", mode&unix.S_IFMT)
 }
 
 // kernelReadOnly reports whether the block device at path is marked
@@ -251,7 +233,10 @@ func (d *Device) probe() error {
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
 		// The path was replaced between stat and open.
-		return fmt.Errorf("%w: %s is a %s", ErrNotBlockDevice, d.path, fileKind(st.Mode))
+		return fmt.Errorf("%w: %s is a %s", ErrNotBlockDevice, d.path, device.FileKind(st.Mode))
+	}
+	if err := unix.SetNonblock(fd, false); err != nil {
+		return fmt.Errorf("clearing O_NONBLOCK: %w", err)
 	}
 	d.major, d.minor = unix.Major(st.Rdev), unix.Minor(st.Rdev)
 
@@ -283,9 +268,7 @@ func (d *Device) probe() error {
 	}
 
 	q := readQueue(sysfsRoot, d.major, d.minor)
-	if q.partition && q.diskDev != "" {
-		d.disk, d.start = "blk:"+q.diskDev, q.startBytes
-	}
+	d.store, d.start = placement(fd, d.major, d.minor, q)
 	d.info = Info{
 		Path:                d.path,
 		Major:               d.major,
@@ -372,16 +355,15 @@ func (d *Device) String() string { return d.path }
 // Placement.
 func (d *Device) Identity() string { return fmt.Sprintf("blk:%d:%d", d.major, d.minor) }
 
-// Placement implements device.Placer: a partition is its disk's identity
-// and its start offset on the disk (sysfs start), so that overlap between
-// a partition and its disk, or two partitions, can be detected. A whole
-// disk, or a partition whose sysfs entry cannot be read, is itself at 0.
-func (d *Device) Placement() (string, int64) {
-	if d.disk != "" {
-		return d.disk, d.start
-	}
-	return d.Identity(), 0
-}
+// Placement implements device.Placer, so that overlap between aliases of
+// one store can be detected: a partition is its disk's identity and its
+// start offset on the disk (sysfs start); a loop device, or a partition of
+// one, is its backing file's device.FileIdentity and the loop's offset
+// (plus the partition's start), the same store as the file opened with
+// device.OpenFile by any name; a loop over a block device is that device.
+// A whole disk, or a partition whose sysfs entry cannot be read, is itself
+// at 0. Placement is fixed when the device is opened.
+func (d *Device) Placement() (string, int64) { return d.store, d.start }
 
 // Size implements device.Device.
 func (d *Device) Size() int64 { return d.size }

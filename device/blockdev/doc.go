@@ -55,6 +55,15 @@
 // issued in pieces of 1 GiB. Discard returns device.ErrNotSupported on a
 // device that cannot discard (Limits().MaxDiscard is zero).
 //
+// # Identity and placement
+//
+// Identity is the device number ("blk:MAJ:MIN"). Placement says where the
+// device's bytes live: a partition in its disk at its start, a loop device
+// (or a partition of one) in its backing file at the loop's offset
+// (LOOP_GET_STATUS64's device and inode, device.FileIdentity), so that
+// device.PlacementOf finds the overlap between a loop device and the file
+// under it, or two loop devices over one file.
+//
 // # Testing
 //
 // Package looptest makes loop devices backed by sparse files for tests,

@@ -60,6 +60,7 @@ func TestReadQueue(t *testing.T) {
 		"zoned":                  "host-managed",
 	})
 	want := queueInfo{
+		found:               true,
 		maxSectorsBytes:     1280 << 10,
 		writeZeroesMaxBytes: 0,
 		discardMaxBytes:     2147450880,
@@ -89,7 +90,7 @@ func TestReadQueueBadValues(t *testing.T) {
 		"discard_max_bytes": "-5",
 		"zoned":             "host-aware",
 	})
-	want := queueInfo{zoned: device.ZoneHostAware}
+	want := queueInfo{found: true, zoned: device.ZoneHostAware}
 	if got := readQueue(root, 8, 0); got != want {
 		t.Errorf("readQueue(bad values) = %+v; want %+v", got, want)
 	}

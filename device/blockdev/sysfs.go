@@ -21,6 +21,7 @@ const sysfsRoot = "/sys"
 // queueInfo holds the limits read from a device's sysfs queue directory.
 // Fields that could not be read are zero.
 type queueInfo struct {
+	found               bool // the device's sysfs directory was found
 	partition           bool
 	diskDev             string // partitions: the disk's "maj:min"
 	startBytes          int64  // partitions: offset of the partition on its disk
@@ -62,6 +63,7 @@ func readQueue(root string, maj, min uint32) queueInfo {
 	if err != nil {
 		return q
 	}
+	q.found = true
 	q.partition = part
 	if part {
 		// queueDir's dir is <disk>/queue; the partition's own dir holds start.

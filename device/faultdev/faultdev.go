@@ -135,10 +135,31 @@ func (d *Device) decide(kind device.Op, off, length int64) Fault {
 	if f.Delay > 0 {
 		d.sleep(f.Delay)
 	}
-	if f.Err != nil || f.Drop && kind != device.OpRead && kind != device.OpExtents {
+	if f.Err != nil || f.Drop && kind != device.OpRead && kind != device.OpExtents || f.Short && (kind == device.OpRead || kind == device.OpWrite) {
 		d.injected.Add(1)
 	}
 	return f
+}
+
+// short returns how many bytes of an n-byte read or write a Short fault
+// lets through: half, rounded down to the wrapped device's OffsetAlign.
+func (d *Device) short(n int) int {
+	h := n / 2
+	if a := device.LimitsOf(d.dev).OffsetAlign; a > 1 {
+		h -= h % a
+	}
+	return h
+}
+
+// shortIO runs a Short fault's partial transfer with do, which reads or
+// writes a prefix of p at off, and returns its count with the fault's
+// error, or the transfer's own error, or nil.
+func (d *Device) shortIO(kind device.Op, f Fault, p []byte, off int64, do func([]byte, int64) (int, error)) (int, error) {
+	n, err := do(p[:d.short(len(p))], off)
+	if f.Err != nil {
+		return n, d.ioError(kind, off, int64(len(p)), injectedError(f.Err))
+	}
+	return n, err
 }
 
 func (d *Device) ioError(kind device.Op, off, length int64, err error) error {
@@ -167,9 +188,13 @@ func (d *Device) dropped(kind device.Op, off, length int64) error {
 }
 
 // ReadAt implements device.Device. An injected failure returns 0 bytes;
-// Drop has no effect on reads.
+// Drop has no effect on reads. A Short fault reads part of p (see
+// Fault.Short).
 func (d *Device) ReadAt(p []byte, off int64) (int, error) {
 	f := d.decide(device.OpRead, off, int64(len(p)))
+	if f.Short {
+		return d.shortIO(device.OpRead, f, p, off, d.dev.ReadAt)
+	}
 	if f.Err != nil {
 		return 0, d.ioError(device.OpRead, off, int64(len(p)), injectedError(f.Err))
 	}
@@ -178,10 +203,12 @@ func (d *Device) ReadAt(p []byte, off int64) (int, error) {
 
 // WriteAt implements device.Device. An injected failure writes nothing. A
 // dropped write writes nothing and returns len(p), nil when the request is
-// valid.
+// valid. A Short fault writes part of p (see Fault.Short).
 func (d *Device) WriteAt(p []byte, off int64) (int, error) {
 	f := d.decide(device.OpWrite, off, int64(len(p)))
 	switch {
+	case f.Short:
+		return d.shortIO(device.OpWrite, f, p, off, d.dev.WriteAt)
 	case f.Err != nil:
 		return 0, d.ioError(device.OpWrite, off, int64(len(p)), injectedError(f.Err))
 	case f.Drop:

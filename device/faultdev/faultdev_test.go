@@ -542,3 +542,39 @@ func TestConformance(t *testing.T) {
 		})
 	}
 }
+
+// TestShortIO checks that Short transfers half of a read or write, with
+// the injected error or with none.
+func TestShortIO(t *testing.T) {
+	for _, withErr := range []bool{false, true} {
+		var cause error
+		if withErr {
+			cause = syscall.EIO
+		}
+		mem := device.NewMemFrom(bytes.Repeat([]byte{7}, 8192))
+		d := faultdev.Wrap(mem, faultdev.ShortIO(cause))
+		p := make([]byte, 4096)
+		n, err := d.ReadAt(p, 0)
+		if n != 2048 || (err != nil) != withErr || withErr && !errors.Is(err, faultdev.ErrInjected) {
+			t.Errorf("short ReadAt (error %v) = %d, %v; want 2048 and an error %v", withErr, n, err, withErr)
+		}
+		if p[2047] != 7 || p[2048] != 0 {
+			t.Errorf("short ReadAt filled p[2047], p[2048] = %d, %d; want 7, 0", p[2047], p[2048])
+		}
+		n, err = d.WriteAt(bytes.Repeat([]byte{9}, 4096), 4096)
+		if n != 2048 || (err != nil) != withErr {
+			t.Errorf("short WriteAt (error %v) = %d, %v; want 2048 and an error %v", withErr, n, err, withErr)
+		}
+		got := make([]byte, 4096)
+		mem.ReadAt(got, 4096)
+		if !bytes.Equal(got[:2048], bytes.Repeat([]byte{9}, 2048)) || got[2048] != 7 {
+			t.Errorf("short WriteAt wrote %d..., %d at the half; want the first half only", got[0], got[2048])
+		}
+		if err := d.WriteZeroes(0, 4096); err != nil {
+			t.Errorf("WriteZeroes under ShortIO = %v; want it untouched", err)
+		}
+		if d.Injected() != 2 {
+			t.Errorf("Injected() = %d; want 2", d.Injected())
+		}
+	}
+}

@@ -53,10 +53,18 @@ type Fault struct {
 	Drop bool
 	// Delay is slept before the operation runs (or fails, or is dropped).
 	Delay time.Duration
+	// Short makes a read or write transfer only part of its buffer: the
+	// first half, rounded down to the wrapped device's OffsetAlign (so
+	// possibly nothing), and return that count. With Err the error comes
+	// with the count, a short transfer as io.ReaderAt and io.WriterAt
+	// allow it; without Err the count comes with a nil error, a device
+	// breaking those contracts, which a caller must not take as success
+	// either. Other operations ignore Short.
+	Short bool
 }
 
 // IsZero reports whether f leaves the operation alone.
-func (f Fault) IsZero() bool { return f.Err == nil && !f.Drop && f.Delay == 0 }
+func (f Fault) IsZero() bool { return f.Err == nil && !f.Drop && f.Delay == 0 && !f.Short }
 
 // merge combines two faults: the first error wins, Drop if either drops,
 // delays add up.
@@ -65,6 +73,7 @@ func (f Fault) merge(g Fault) Fault {
 		f.Err = g.Err
 	}
 	f.Drop = f.Drop || g.Drop
+	f.Short = f.Short || g.Short
 	f.Delay += g.Delay
 	return f
 }
@@ -103,6 +112,18 @@ func Always(err error) Injector {
 // and extent queries run normally.
 func Drop() Injector {
 	return InjectorFunc(func(Op) Fault { return Fault{Drop: true} })
+}
+
+// ShortIO returns an injector that makes every read and write transfer
+// only part of its buffer (Fault.Short), returning err with the short
+// count, or a nil error (a contract violation) when err is nil. Other
+// operations run normally.
+func ShortIO(err error) Injector {
+	f := Fault{Short: true}
+	if err != nil {
+		f.Err = err
+	}
+	return Ops(InjectorFunc(func(Op) Fault { return f }), device.OpRead, device.OpWrite)
 }
 
 // ErrorWrites returns an injector that fails every write, write-zeroes and

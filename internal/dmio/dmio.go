@@ -240,12 +240,23 @@ func writeAll(reg Region, p []byte) error {
 	off := reg.Off
 	for len(p) > 0 {
 		n := min(int64(len(p)), s)
-		if _, err := reg.Dev.WriteAt(p[:n], off); err != nil {
+		if err := writeFull(reg.Dev, p[:n], off); err != nil {
 			return err
 		}
 		p, off = p[n:], off+n
 	}
 	return nil
+}
+
+// writeFull writes p at off. A short write is a failure even when the
+// device returns no error (breaking io.WriterAt's contract): the bytes
+// after the count are not on the device, so success would be a lie.
+func writeFull(dev device.Device, p []byte, off int64) error {
+	got, err := dev.WriteAt(p, off)
+	if err == nil && got < len(p) {
+		err = &device.IOError{Op: device.OpWrite, Dev: device.Name(dev), Off: off + int64(got), Len: int64(len(p) - got), Err: io.ErrShortWrite}
+	}
+	return err
 }
 
 func read(r *Request, reg Region) error {
@@ -320,7 +331,7 @@ func writeZeroes(reg Region, native bool) error {
 	}
 	for off, end := reg.Off, reg.Off+reg.Len; off < end; {
 		n := min(end-off, s)
-		if _, err := reg.Dev.WriteAt(zeroes[:n], off); err != nil {
+		if err := writeFull(reg.Dev, zeroes[:n], off); err != nil {
 			return err
 		}
 		off += n

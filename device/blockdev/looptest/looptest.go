@@ -39,6 +39,8 @@ type config struct {
 	directIO   bool
 	readOnly   bool
 	partScan   bool
+	offset     int64
+	sizeLimit  int64
 }
 
 // SectorSize sets the loop device's logical block size in bytes (losetup
@@ -57,6 +59,13 @@ func ReadOnly() Option { return func(c *config) { c.readOnly = true } }
 // scans the backing file for a partition table it knows, and AddPartition
 // can create partitions without one. Partitions appear as <path>p1, ...
 func PartScan() Option { return func(c *config) { c.partScan = true } }
+
+// Offset makes the device start n bytes into its backing file (losetup
+// --offset).
+func Offset(n int64) Option { return func(c *config) { c.offset = n } }
+
+// SizeLimit makes the device at most n bytes long (losetup --sizelimit).
+func SizeLimit(n int64) Option { return func(c *config) { c.sizeLimit = n } }
 
 // Available returns nil when this process can attach loop devices, else an
 // error saying what is missing. It does not try to attach one.
@@ -134,6 +143,12 @@ func Attach(t testing.TB, file string, opts ...Option) string {
 	}
 	if c.partScan {
 		args = append(args, "--partscan")
+	}
+	if c.offset != 0 {
+		args = append(args, "--offset", strconv.FormatInt(c.offset, 10))
+	}
+	if c.sizeLimit != 0 {
+		args = append(args, "--sizelimit", strconv.FormatInt(c.sizeLimit, 10))
 	}
 	args = append(args, file)
 	var stdout, stderr strings.Builder
