@@ -61,6 +61,9 @@ func ParseURI(s string) (*URI, error) {
 	bad := func(format string, args ...any) (*URI, error) {
 		return nil, fmt.Errorf("%w: %q: %s", ErrBadURI, s, fmt.Sprintf(format, args...))
 	}
+	if msg := unbracketedIPv6(s); msg != "" {
+		return bad("%s", msg)
+	}
 	u, err := url.Parse(s)
 	if err != nil {
 		return bad("%v", err)
@@ -169,6 +172,44 @@ func ParseURI(s string) (*URI, error) {
 		return bad("port %q is not a number in 1..65535", r.Port)
 	}
 	return r, nil
+}
+
+// unbracketedIPv6 returns a message when the authority of s holds more
+// than one colon outside brackets: an IPv6 address written without the
+// brackets RFC 3986 demands. url.Parse would split it at its last colon
+// ("nbd://::1" as host ":" port 1). The message shows the bracketed forms
+// the address can have been meant as. It returns "" otherwise.
+func unbracketedIPv6(s string) string {
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		return ""
+	}
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	auth, tail := rest[:end], rest[end:]
+	if strings.ContainsAny(auth, "[]@") || strings.Count(auth, ":") < 2 {
+		return ""
+	}
+	if tail == "" || tail[0] != '/' {
+		tail = "/" + tail
+	}
+	prefix := strings.ToLower(scheme) + "://"
+	var forms []string
+	if i := strings.LastIndexByte(auth, ':'); i > 0 {
+		host, port := auth[:i], auth[i+1:]
+		if _, err := strconv.ParseUint(port, 10, 16); err == nil && net.ParseIP(host) != nil {
+			forms = append(forms, prefix+"["+host+"]:"+port+tail)
+		}
+	}
+	if net.ParseIP(auth) != nil {
+		forms = append(forms, prefix+"["+auth+"]"+tail)
+	}
+	if len(forms) == 0 {
+		return fmt.Sprintf("host %q has several colons: an IPv6 address must be written in brackets, as in nbd://[::1]:10809/EXPORT", auth)
+	}
+	return fmt.Sprintf("an IPv6 address must be written in brackets: %s", strings.Join(forms, " or "))
 }
 
 // network returns the dial network and address.

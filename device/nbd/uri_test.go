@@ -74,6 +74,34 @@ func TestParseURIErrors(t *testing.T) {
 	}
 }
 
+// TestParseURIUnbracketedIPv6 checks that an IPv6 address without
+// brackets is refused (url.Parse would split it at its last colon) with a
+// message showing the bracketed form.
+func TestParseURIUnbracketedIPv6(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want []string // each must appear in the message
+	}{
+		{"nBd://::1", []string{"nbd://[::1]/"}},
+		{"nbd://::1:10809/x", []string{"nbd://[::1]:10809/x"}},
+		{"nbd://::1:1080/x", []string{"nbd://[::1]:1080/x", "nbd://[::1:1080]/x"}},
+		{"nbd://fe80::1/disk", []string{"nbd://[fe80::1]/disk"}},
+		{"nbds://2001:db8::7:5000/e?tls-verify-peer=0", []string{"nbds://[2001:db8::7]:5000/e", "nbds://[2001:db8::7:5000]/e"}},
+		{"nbd://a:b:c/", []string{"brackets"}},
+	} {
+		u, err := ParseURI(tt.in)
+		if !errors.Is(err, ErrBadURI) {
+			t.Errorf("ParseURI(%q) = %+v, %v; want ErrBadURI", tt.in, u, err)
+			continue
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("ParseURI(%q) error %q; want it to mention %q", tt.in, err, w)
+			}
+		}
+	}
+}
+
 func TestIdentity(t *testing.T) {
 	a, _ := ParseURI("nbd://Example.COM/disk")
 	b, _ := ParseURI("nbds://example.com:10809/disk?tls-verify-peer=0")
