@@ -383,10 +383,10 @@ func (w *writeRun) execute(ctx context.Context, client *kcopyd.Client, th *kcopy
 	if !o.noFlush {
 		r.flush()
 	}
-	verifying := o.verify && !r.canceled && r.internalErr == nil && (r.readErr == nil || o.ignoreErrors)
-	var verifyReadErr error
-	if verifying {
-		verifyReadErr = w.verifyDests(ctx, dests, prog)
+	var v verifyOutcome
+	v.ran = o.verify && !r.canceled && r.internalErr == nil && (r.readErr == nil || o.ignoreErrors)
+	if v.ran {
+		v.srcErr, v.stopped = w.verifyDests(ctx, dests, prog)
 	}
 	prog.stop()
 	for i, err := range w.closeAll(false) {
@@ -397,13 +397,21 @@ func (w *writeRun) execute(ctx context.Context, client *kcopyd.Client, th *kcopy
 	if closeErr != nil && r.internalErr == nil {
 		r.internalErr = closeErr
 	}
-	return w.conclude(r, dests, total, verifying, verifyReadErr)
+	return w.conclude(r, dests, total, v)
+}
+
+// verifyOutcome is the result of the --verify phase.
+type verifyOutcome struct {
+	ran     bool  // the destinations were read back
+	srcErr  error // a read error on the source while verifying
+	stopped bool  // interrupted: some chunks were never compared
 }
 
 // verifyDests reads back every destination that did not fail and compares
 // it with the source (copy) or zeroes (zero). Read errors of the source
-// are returned; others are recorded on the destination.
-func (w *writeRun) verifyDests(ctx context.Context, dests []*dest, prog progress) error {
+// are returned; others are recorded on the destination. stopped reports
+// that ctx ended the comparison early: the results are incomplete.
+func (w *writeRun) verifyDests(ctx context.Context, dests []*dest, prog progress) (srcErr error, stopped bool) {
 	var devs []device.Device
 	var idx []int
 	for i, d := range dests {
@@ -413,24 +421,24 @@ func (w *writeRun) verifyDests(ctx context.Context, dests []*dest, prog progress
 		}
 	}
 	if len(devs) == 0 {
-		return nil
+		return nil, false
 	}
 	var src device.Device
 	if w.src != nil {
 		src = w.src.dev
 	}
-	res, srcErr := compareRegions(ctx, src, devs, idx, w.regions, w.chunkSize(), w.o.jobs, nil)
+	res, srcErr, stopped := compareRegions(ctx, src, devs, idx, w.regions, w.chunkSize(), w.o.jobs, nil)
 	for k, i := range idx {
 		dests[i].cmp = &res[k]
 	}
-	return srcErr
+	return srcErr, stopped
 }
 
 func (w *writeRun) chunkSize() int64 { return w.o.subJobSize.n }
 
 // conclude prints the outcome, fills the JSON report and returns the
 // result.
-func (w *writeRun) conclude(r *engineRun, dests []*dest, total int64, verified bool, verifyReadErr error) error {
+func (w *writeRun) conclude(r *engineRun, dests []*dest, total int64, v verifyOutcome) error {
 	o, out := w.o, w.e.stderr
 	elapsed := time.Since(w.start)
 	done := r.completed()
@@ -449,11 +457,15 @@ func (w *writeRun) conclude(r *engineRun, dests []*dest, total int64, verified b
 		} else {
 			ok = append(ok, d.loc.spec)
 		}
-		if verified {
-			v := d.cmp != nil && d.cmp.err == nil && d.cmp.first < 0
-			jd.Verified = &v
+		if v.ran {
+			// An interrupted verify proves no destination identical;
+			// a difference it found is real.
+			ok := d.cmp != nil && d.cmp.err == nil && d.cmp.first < 0 && !v.stopped
+			jd.Verified = &ok
 			if c := d.cmp; c != nil {
-				jd.Identical = &v
+				if !v.stopped || c.first >= 0 {
+					jd.Identical = &ok
+				}
 				switch {
 				case c.err != nil:
 					fmt.Fprintf(out, "kcopyd: verify: cannot read %s: %v\n", d.loc.spec, c.err)
@@ -461,7 +473,7 @@ func (w *writeRun) conclude(r *engineRun, dests []*dest, total int64, verified b
 					mismatch = true
 					first, n := c.first, c.chunks
 					jd.FirstDifference, jd.DifferingChunks = &first, &n
-					fmt.Fprintf(out, "kcopyd: verify: %s differs: first differing byte at offset %d (%s)\n", d.loc.spec, c.first, chunksText(c.chunks, w.chunkSize()))
+					fmt.Fprintf(out, "kcopyd: verify: %s differs: first differing byte at offset %d (%s)\n", d.loc.spec, c.first, chunksText(c.chunks, w.chunkSize(), v.stopped))
 				}
 			}
 		}
@@ -471,7 +483,7 @@ func (w *writeRun) conclude(r *engineRun, dests []*dest, total int64, verified b
 		w.rep.ReadError = true
 		w.rep.ReadMessage = errPtr(r.readErr)
 	}
-	w.rep.Interrupted = r.canceled
+	w.rep.Interrupted = r.canceled || v.stopped
 	prefixes := r.regionPrefixes()
 	if o.regionsFile == "" && len(w.regions) == 1 {
 		c := prefixes[0]
@@ -491,6 +503,9 @@ func (w *writeRun) conclude(r *engineRun, dests []*dest, total int64, verified b
 	case r.canceled:
 		code = exitInterrupted
 		err = errors.New("interrupted")
+	case v.stopped:
+		code = exitInterrupted
+		err = fmt.Errorf("interrupted while verifying: the %s finished, but the destinations were not all compared (run \"kcopyd verify\" to check them)", w.verb)
 	case r.internalErr != nil:
 		code = exitWriteError
 		if !r.submitted {
@@ -511,17 +526,17 @@ func (w *writeRun) conclude(r *engineRun, dests []*dest, total int64, verified b
 		} else {
 			err = fmt.Errorf("%s failed on every destination", w.verb)
 		}
-	case verifyReadErr != nil:
+	case v.srcErr != nil:
 		code = exitReadError
-		err = fmt.Errorf("verify: read error on %s: %w", w.src.spec, verifyReadErr)
-	case verified && anyVerifyReadError(dests):
+		err = fmt.Errorf("verify: read error on %s: %w", w.src.spec, v.srcErr)
+	case v.ran && anyVerifyReadError(dests):
 		code = exitReadError
 		err = errors.New("verify: a destination could not be read back")
 	case mismatch:
 		code = exitVerify
 		err = errors.New("verify found a difference")
 	}
-	if code == exitInterrupted || code == exitReadError && r.readErr != nil && !o.ignoreErrors {
+	if r.canceled || code == exitReadError && r.readErr != nil && !o.ignoreErrors {
 		w.printResume(out, prefixes)
 	}
 	if code == exitOK && !o.quiet {
@@ -530,7 +545,7 @@ func (w *writeRun) conclude(r *engineRun, dests []*dest, total int64, verified b
 			what = "zeroed"
 		}
 		suffix := ""
-		if verified {
+		if v.ran {
 			suffix = ", verified"
 		}
 		fmt.Fprintf(out, "kcopyd: %s %s (%d bytes) to %d destination%s in %s (%s/s)%s\n", what, humanSize(float64(done)), done,

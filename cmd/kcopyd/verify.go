@@ -120,7 +120,7 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 			}
 		}
 	}()
-	res, srcErr := compareRegions(ctx, src.dev, devs, idx, regions, o.subJobSize.n, o.jobs, &counter)
+	res, srcErr, stopped := compareRegions(ctx, src.dev, devs, idx, regions, o.subJobSize.n, o.jobs, &counter)
 	close(stopTick)
 	<-tickDone
 	prog.stop()
@@ -143,9 +143,9 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 			id := false
 			jd.Identical = &id
 			if !o.json {
-				fmt.Fprintf(e.stdout, "%s: differs: first differing byte at offset %d; %s\n", l.spec, c.first, chunksText(c.chunks, o.subJobSize.n))
+				fmt.Fprintf(e.stdout, "%s: differs: first differing byte at offset %d; %s\n", l.spec, c.first, chunksText(c.chunks, o.subJobSize.n, stopped))
 			}
-		case srcErr == nil && ctx.Err() == nil:
+		case srcErr == nil && !stopped:
 			id := true
 			jd.Identical = &id
 			if !o.json {
@@ -155,7 +155,7 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 		w.rep.Destinations = append(w.rep.Destinations, jd)
 	}
 	switch {
-	case ctx.Err() != nil:
+	case stopped:
 		w.rep.Interrupted = true
 		return w.report(exitInterrupted, fmt.Errorf("interrupted after comparing %d bytes", counter.Load()))
 	case readErr:
@@ -174,6 +174,11 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 	return w.report(exitOK, nil)
 }
 
+// verifyChunkHook, when not nil, is called by compareRegions after each
+// chunk is compared. Tests set it to interrupt a comparison at a known
+// point.
+var verifyChunkHook func()
+
 // cmpResult is the comparison of one destination.
 type cmpResult struct {
 	first  int64 // destination offset of the first differing byte; -1 when none
@@ -186,8 +191,10 @@ type cmpResult struct {
 // device for region.has. Chunks of chunk bytes, counted from each region's
 // start, are compared by up to workers goroutines. Bytes compared are
 // added to counter when it is not nil. It returns one result per device
-// and the first read error on src, and stops early when ctx is done.
-func compareRegions(ctx context.Context, src device.Device, devs []device.Device, idx []int, regions []region, chunk int64, workers int, counter *atomic.Int64) ([]cmpResult, error) {
+// and the first read error on src. It stops early when ctx is done, and
+// then returns stopped true: the chunks not compared count as neither
+// equal nor different, so the results prove nothing about identity.
+func compareRegions(ctx context.Context, src device.Device, devs []device.Device, idx []int, regions []region, chunk int64, workers int, counter *atomic.Int64) (res []cmpResult, srcErr error, stopped bool) {
 	all := append([]device.Device{src}, devs...)
 	for _, d := range all {
 		if d == nil {
@@ -199,14 +206,11 @@ func compareRegions(ctx context.Context, src device.Device, devs []device.Device
 			chunk = max(l.MaxTransfer/a*a, a)
 		}
 	}
-	res := make([]cmpResult, len(devs))
+	res = make([]cmpResult, len(devs))
 	for i := range res {
 		res[i].first = -1
 	}
-	var (
-		mu     sync.Mutex // guards res and srcErr
-		srcErr error
-	)
+	var mu sync.Mutex // guards res and srcErr
 	type item struct {
 		rg  region
 		off int64 // within the region
@@ -263,6 +267,9 @@ func compareRegions(ctx context.Context, src device.Device, devs []device.Device
 				if counter != nil {
 					counter.Add(n)
 				}
+				if verifyChunkHook != nil {
+					verifyChunkHook()
+				}
 			}
 		}()
 	}
@@ -278,13 +285,14 @@ feed:
 			select {
 			case items <- item{rg, off}:
 			case <-ctx.Done():
+				stopped = true
 				break feed
 			}
 		}
 	}
 	close(items)
 	wg.Wait()
-	return res, srcErr
+	return res, srcErr, stopped
 }
 
 // readFull reads len(p) bytes at off; a short read is an error even when
@@ -328,10 +336,15 @@ func alignedBuffer(n int) []byte {
 	return b[skip : skip+n : skip+n]
 }
 
-// chunksText says how many chunks of size bytes differ.
-func chunksText(n, size int64) string {
+// chunksText says how many chunks of size bytes differ; partial says the
+// comparison was interrupted, so that n is a lower bound.
+func chunksText(n, size int64, partial bool) string {
+	s := fmt.Sprintf("%d chunks of %s differ", n, formatSize(size))
 	if n == 1 {
-		return fmt.Sprintf("1 chunk of %s differs", formatSize(size))
+		s = fmt.Sprintf("1 chunk of %s differs", formatSize(size))
 	}
-	return fmt.Sprintf("%d chunks of %s differ", n, formatSize(size))
+	if partial {
+		s = "at least " + s + " (the comparison was interrupted)"
+	}
+	return s
 }
