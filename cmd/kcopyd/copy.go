@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kcopyd/kcopyd"
+	"github.com/kcopyd/kcopyd/device"
 )
 
 const copyLong = `Copy a region of SOURCE to every DEST (1 to 8). Each chunk of the source is
@@ -191,13 +192,12 @@ func runCopy(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 		dests[i] = &dest{loc: l, zeroFrom: knownZeroFrom(l, o.destIsZero)}
 		devAlign = max(devAlign, maxAlign(l.dev))
 	}
-	segs, warnings := planSegments(src.dev, regions, dests, !o.noSparse, devAlign)
-	for _, msg := range warnings {
-		fmt.Fprintf(e.stderr, "kcopyd: warning: %s\n", msg)
+	plan := &planner{kind: segCopy, regions: regions, dests: dests, align: devAlign}
+	if ext, ok := src.dev.(device.Extenter); ok && !o.noSparse {
+		plan.ext = ext
 	}
-	w.rep.Warnings = append(w.rep.Warnings, warnings...)
 	clientClosed = true
-	return w.execute(ctx, client, th, rateContent, dests, segs, total)
+	return w.execute(ctx, client, th, rateContent, dests, plan, total)
 }
 
 // checkRegionOverlaps refuses regions whose destination ranges overlap

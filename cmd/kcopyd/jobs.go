@@ -48,6 +48,24 @@ type segment struct {
 	kind      segKind
 	dests     []int // destinations the segment is for, by index
 	completed int64 // bytes from the segment's start known complete on its live destinations
+
+	started bool  // a task was submitted, or the segment needs none
+	active  bool  // a task is in flight or queued for it
+	live    []int // dests not dropped when the segment was first dispatched
+	// cut holds, for a destination that failed in the segment, the bytes
+	// from the segment's start known good on it.
+	cut map[int]int64
+}
+
+// cutAt records that destination i holds good data for at most n bytes
+// from the segment's start.
+func (s *segment) cutAt(i int, n int64) {
+	if s.cut == nil {
+		s.cut = map[int]int64{}
+	}
+	if c, ok := s.cut[i]; !ok || n < c {
+		s.cut[i] = max(n, 0)
+	}
 }
 
 // task is one submitted engine job: a segment from off on.
@@ -59,13 +77,14 @@ type task struct {
 	err   error
 }
 
-// engineRun runs the segments of a copy or zero command on a client.
+// engineRun runs the segments of a copy or zero command on a client, as
+// a planner hands them out.
 type engineRun struct {
 	client  *kcopyd.Client
 	src     device.Device // nil for zero
 	dests   []*dest
 	regions []region
-	segs    []*segment
+	plan    *planner
 	maxJobs int
 	flags   kcopyd.Flags // IgnoreError, WriteSeq
 	sparse  bool         // detect or skip zero chunks
@@ -77,68 +96,101 @@ type engineRun struct {
 	internalErr error          // a job was refused: a bug in the checks before it
 	canceled    bool           // the context stopped dispatch
 	submitted   bool           // at least one job was submitted
+
+	// pending holds, per region, the segments received from the planner
+	// and not yet accounted, in order; at most window of them in all.
+	pending  [][]*segment
+	npending int
+	finished int64 // bytes of accounted segments complete on their live destinations
+	// destPrefix[i][reg] is the bytes from the start of region reg known
+	// good on destination i; destStuck[i][reg] that it can grow no more.
+	destPrefix [][]int64
+	destStuck  [][]bool
 }
 
-// run submits the segments in order, at most maxJobs at once, and waits
-// until every submitted job finished. It returns when the work is done,
-// the context is canceled, a read error stops the run (not under
-// --ignore-errors) or every destination failed.
+// window bounds the segments planned ahead of the copy.
+func (r *engineRun) window() int { return 2*r.maxJobs + 16 }
+
+// run takes segments from the planner, submits them in order, at most
+// maxJobs at once, and waits until every submitted job finished. It
+// returns when the work is done, the context is canceled, a read error
+// stops the run (not under --ignore-errors) or every destination failed.
 func (r *engineRun) run(ctx context.Context) {
+	r.pending = make([][]*segment, len(r.regions))
+	r.destPrefix = make([][]int64, len(r.dests))
+	r.destStuck = make([][]bool, len(r.dests))
+	for i := range r.dests {
+		r.destPrefix[i] = make([]int64, len(r.regions))
+		r.destStuck[i] = make([]bool, len(r.regions))
+	}
+	planCtx, stopPlan := context.WithCancel(ctx)
+	segs := make(chan *segment)
+	planDone := make(chan struct{})
+	go func() {
+		defer close(planDone)
+		r.plan.run(planCtx, segs)
+	}()
+	r.dispatch(ctx, segs)
+	stopPlan()
+	for range segs {
+		// Drain what the planner sent before it saw the cancellation.
+	}
+	<-planDone
+	if ctx.Err() != nil && r.finished+r.pendingCompleted() < r.total() {
+		r.canceled = true
+	}
+	r.prog.set(r.progress(nil))
+	r.settleAll()
+}
+
+// dispatch is run's loop.
+func (r *engineRun) dispatch(ctx context.Context, segs <-chan *segment) {
 	done := make(chan *task, r.maxJobs+1)
 	var (
 		inflight []*task
 		retries  []*task
-		next     int
 		stopping bool
 		ctxDone  = ctx.Done()
 	)
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		for !stopping && len(inflight) < r.maxJobs {
-			var t *task
-			switch {
-			case len(retries) > 0:
-				t, retries = retries[0], retries[1:]
-			case next < len(r.segs):
-				seg := r.segs[next]
-				next++
-				if seg.kind == segSkip {
-					seg.completed = seg.len
-					continue
-				}
-				t = &task{seg: seg, dests: r.live(seg.dests)}
-			}
-			if t == nil {
-				break
-			}
-			if len(t.dests) == 0 {
-				// Every destination of the segment was dropped.
-				stopping = !r.anyLive()
-				continue
-			}
-			if err := r.submit(ctx, t, done); err != nil {
-				if ctx.Err() != nil {
-					r.canceled = true
-				} else {
-					r.internalErr = err
-				}
+		for !stopping && len(inflight) < r.maxJobs && len(retries) > 0 {
+			t := retries[0]
+			retries = retries[1:]
+			if !r.start(ctx, t, done, &inflight) {
 				stopping = true
-				break
 			}
-			inflight = append(inflight, t)
 		}
-		if len(inflight) == 0 {
-			break
+		in := segs
+		if stopping || len(inflight) >= r.maxJobs || r.npending >= r.window() {
+			in = nil
+		}
+		if in == nil && len(inflight) == 0 {
+			return
 		}
 		select {
+		case seg, ok := <-in:
+			if !ok {
+				segs = nil
+				if len(inflight) == 0 && len(retries) == 0 {
+					return
+				}
+				continue
+			}
+			if !r.take(ctx, seg, done, &inflight) {
+				stopping = true
+			}
 		case t := <-done:
 			inflight = slices.DeleteFunc(inflight, func(x *task) bool { return x == t })
-			if retry, stop := r.finish(t); stop {
-				stopping = true
-			} else if retry != nil {
+			retry, stop := r.finish(t)
+			if retry != nil && !stop {
 				retries = append(retries, retry)
+			} else {
+				t.seg.active = false
+				r.settle(t.seg.reg)
 			}
+			stopping = stopping || stop
 		case <-ctxDone:
 			ctxDone = nil
 			r.canceled = true
@@ -147,10 +199,43 @@ func (r *engineRun) run(ctx context.Context) {
 			r.prog.set(r.progress(inflight))
 		}
 	}
-	if ctx.Err() != nil && r.incomplete() {
-		r.canceled = true
+}
+
+// take accepts the next segment from the planner and starts it. It
+// returns false when the run must stop.
+func (r *engineRun) take(ctx context.Context, seg *segment, done chan<- *task, inflight *[]*task) bool {
+	r.pending[seg.reg] = append(r.pending[seg.reg], seg)
+	r.npending++
+	seg.started = true
+	if seg.kind == segSkip {
+		seg.completed = seg.len
+		r.settle(seg.reg)
+		return true
 	}
-	r.prog.set(r.progress(nil))
+	seg.live = r.live(seg.dests)
+	if len(seg.live) == 0 {
+		// Every destination of the segment was dropped.
+		r.settle(seg.reg)
+		return r.anyLive()
+	}
+	return r.start(ctx, &task{seg: seg, dests: seg.live}, done, inflight)
+}
+
+// start submits t. It returns false when the run must stop.
+func (r *engineRun) start(ctx context.Context, t *task, done chan<- *task, inflight *[]*task) bool {
+	if err := r.submit(ctx, t, done); err != nil {
+		if ctx.Err() != nil {
+			r.canceled = true
+		} else {
+			r.internalErr = err
+		}
+		t.seg.active = false
+		r.settle(t.seg.reg)
+		return false
+	}
+	t.seg.active = true
+	*inflight = append(*inflight, t)
+	return true
 }
 
 // submit starts the engine job for t. done receives t after its callback.
@@ -205,7 +290,8 @@ func (r *engineRun) finish(t *task) (retry *task, stop bool) {
 		return nil, true
 	}
 	length := seg.len - t.off
-	seg.completed = max(seg.completed, t.off+min(je.Completed, length))
+	good := t.off + min(je.Completed, length)
+	seg.completed = max(seg.completed, good)
 	if je.Read != nil {
 		if r.readErr == nil {
 			r.readErr = je.Read
@@ -215,6 +301,7 @@ func (r *engineRun) finish(t *task) (retry *task, stop bool) {
 			for _, i := range t.dests {
 				for _, rr := range je.ReadRanges {
 					r.dests[i].ranges = append(r.dests[i].ranges, kcopyd.Range{Off: rr.Off - seg.src + seg.dest, Len: rr.Len})
+					seg.cutAt(i, rr.Off-seg.src)
 				}
 			}
 		} else {
@@ -226,9 +313,13 @@ func (r *engineRun) finish(t *task) (retry *task, stop bool) {
 		d := r.dests[i]
 		if k < len(je.WriteRanges) {
 			d.ranges = append(d.ranges, je.WriteRanges[k]...)
+			for _, wr := range je.WriteRanges[k] {
+				seg.cutAt(i, wr.Off-seg.dest)
+			}
 		}
 		if k < len(je.Writes) && je.Writes[k] != nil {
 			wrote = true
+			seg.cutAt(i, good)
 			d.errs = append(d.errs, je.Writes[k])
 			if !r.ignore && !d.dropped {
 				d.dropped = true
@@ -285,53 +376,106 @@ func (r *engineRun) anyLive() bool {
 	return false
 }
 
-// progress returns the bytes finished: completed segments plus the
-// progress of the jobs in flight.
+// progress returns the bytes finished: accounted segments, pending ones
+// and the progress of the jobs in flight.
 func (r *engineRun) progress(inflight []*task) int64 {
-	var n int64
-	for _, s := range r.segs {
-		n += s.completed
-	}
+	n := r.finished + r.pendingCompleted()
 	for _, t := range inflight {
 		n += t.job.Progress()
 	}
 	return n
 }
 
-// completed returns the bytes of the regions known complete.
-func (r *engineRun) completed() int64 {
+// completed returns the bytes of the regions known complete on their live
+// destinations. Valid after run.
+func (r *engineRun) completed() int64 { return r.finished }
+
+// pendingCompleted returns the bytes complete in pending segments.
+func (r *engineRun) pendingCompleted() int64 {
 	var n int64
-	for _, s := range r.segs {
-		n += s.completed
+	for _, p := range r.pending {
+		for _, s := range p {
+			n += s.completed
+		}
 	}
 	return n
 }
 
-func (r *engineRun) incomplete() bool {
-	for _, s := range r.segs {
-		if s.completed < s.len {
-			return true
+func (r *engineRun) total() int64 {
+	var n int64
+	for _, rg := range r.regions {
+		n += rg.len
+	}
+	return n
+}
+
+// settle accounts the leading segments of region reg that are finished,
+// so that pending holds only the segments in flight and those after them.
+func (r *engineRun) settle(reg int) {
+	p := r.pending[reg]
+	for len(p) > 0 && p[0].started && !p[0].active {
+		r.account(p[0])
+		p[0] = nil
+		p = p[1:]
+		r.npending--
+	}
+	r.pending[reg] = p
+}
+
+// settleAll accounts every pending segment once the run is over.
+func (r *engineRun) settleAll() {
+	for reg, p := range r.pending {
+		for _, s := range p {
+			r.account(s)
+			r.npending--
+		}
+		r.pending[reg] = nil
+	}
+}
+
+// account adds a finished segment to the totals and to the prefix known
+// good on each destination.
+func (r *engineRun) account(s *segment) {
+	r.finished += s.completed
+	for i := range r.dests {
+		if r.destStuck[i][s.reg] {
+			continue
+		}
+		good := s.len // nothing to do for i: it reads zeroes there
+		if slices.Contains(s.dests, i) {
+			good = 0 // dropped before the segment started
+			if slices.Contains(s.live, i) {
+				good = s.completed
+			}
+			if c, ok := s.cut[i]; ok {
+				good = min(good, c)
+			}
+		}
+		r.destPrefix[i][s.reg] += good
+		if good < s.len {
+			r.destStuck[i][s.reg] = true
 		}
 	}
-	return false
 }
 
 // regionPrefixes returns, per region, the bytes from its start known
-// complete: segments in order up to the first incomplete one.
+// complete on every destination of the region. Valid after run.
 func (r *engineRun) regionPrefixes() []int64 {
 	out := make([]int64, len(r.regions))
-	stopped := make([]bool, len(r.regions))
-	for _, s := range r.segs {
-		if stopped[s.reg] {
-			continue
-		}
-		out[s.reg] += s.completed
-		if s.completed < s.len {
-			stopped[s.reg] = true
+	for reg, rg := range r.regions {
+		out[reg] = rg.len
+		for i := range r.dests {
+			if rg.has(i) {
+				out[reg] = min(out[reg], r.destPrefix[i][reg])
+			}
 		}
 	}
 	return out
 }
+
+// destPrefixes returns, per region, the bytes from its start known good
+// on destination i. Valid after run.
+func (r *engineRun) destPrefixes(i int) []int64 { return r.destPrefix[i] }
 
 // flush flushes every destination that has a volatile cache. Errors are
 // recorded on the destination.
@@ -348,114 +492,6 @@ func (r *engineRun) flush() {
 		}
 	}
 }
-
-// planSegments splits the regions into segments. With sparse, holes and
-// known-zero extents of src (device.Extenter) become Zero jobs for the
-// destinations that do not read zeroes there yet, or nothing at all. Hole
-// boundaries are rounded inwards to align bytes.
-func planSegments(src device.Device, regions []region, dests []*dest, sparse bool, align int64) ([]*segment, []string) {
-	all := make([]int, len(dests))
-	for i := range all {
-		all[i] = i
-	}
-	var (
-		segs     []*segment
-		warnings []string
-	)
-	ext, _ := src.(device.Extenter)
-	for ri, rg := range regions {
-		if rg.len == 0 {
-			continue // an empty region (--length 0, an empty source) is done
-		}
-		if !sparse || ext == nil {
-			segs = append(segs, &segment{reg: ri, src: rg.src, dest: rg.dest, len: rg.len, kind: segCopy, dests: all})
-			continue
-		}
-		holes, err := sourceHoles(ext, rg.src, rg.len, align)
-		if err != nil && !errors.Is(err, device.ErrNotSupported) {
-			warnings = append(warnings, fmt.Sprintf("cannot read the source's allocation map (%v); copying every byte", err))
-		}
-		pos := rg.src
-		addData := func(end int64) {
-			if end > pos {
-				segs = append(segs, &segment{reg: ri, src: pos, dest: rg.dest + pos - rg.src, len: end - pos, kind: segCopy, dests: all})
-			}
-		}
-		for _, h := range holes {
-			addData(h.Off)
-			dOff := rg.dest + h.Off - rg.src
-			var zd []int
-			for i, d := range dests {
-				if d.zeroFrom > dOff {
-					zd = append(zd, i)
-				}
-			}
-			kind := segZero
-			if len(zd) == 0 {
-				kind = segSkip
-			}
-			segs = append(segs, &segment{reg: ri, src: h.Off, dest: dOff, len: h.Len, kind: kind, dests: zd})
-			pos = h.Off + h.Len
-		}
-		addData(rg.src + rg.len)
-	}
-	return segs, warnings
-}
-
-// minHole is the smallest source hole turned into its own job; smaller
-// holes are copied (and their zeroes detected) with the data around them.
-const minHole = 64 << 10
-
-// sourceHoles returns the ranges of [off, off+length) that src reports as
-// holes or known zeroes, merged, aligned inwards to align, and at least
-// minHole long. On an error it returns the holes found so far.
-func sourceHoles(ext device.Extenter, off, length, align int64) ([]kcopyd.Range, error) {
-	var raw []kcopyd.Range
-	end := off + length
-	for pos := off; pos < end; {
-		exts, err := ext.Extents(pos, end-pos)
-		if err != nil {
-			return nil, err
-		}
-		if len(exts) == 0 {
-			return nil, errors.New("device reported no extents")
-		}
-		for _, e := range exts {
-			if e.Off != pos || e.Len <= 0 {
-				return nil, fmt.Errorf("device reported extent [%d, +%d) where [%d, ...) was expected", e.Off, e.Len, pos)
-			}
-			l := min(e.Len, end-pos)
-			if e.Hole || e.Zero {
-				if n := len(raw); n > 0 && raw[n-1].Off+raw[n-1].Len == pos {
-					raw[n-1].Len += l
-				} else {
-					raw = append(raw, kcopyd.Range{Off: pos, Len: l})
-				}
-			}
-			pos += l
-			if pos >= end {
-				break
-			}
-		}
-	}
-	if align < 1 {
-		align = 1
-	}
-	var out []kcopyd.Range
-	for _, h := range raw {
-		s := off + roundUp(h.Off-off, align)
-		e := off + (h.Off+h.Len-off)/align*align
-		if h.Off+h.Len == end {
-			e = end // the region's end is as aligned as it must be
-		}
-		if e-s >= minHole {
-			out = append(out, kcopyd.Range{Off: s, Len: e - s})
-		}
-	}
-	return out, nil
-}
-
-func roundUp(n, a int64) int64 { return (n + a - 1) / a * a }
 
 // knownZeroFrom returns the dest's zeroFrom for a location.
 func knownZeroFrom(l *location, destIsZero bool) int64 {

@@ -40,6 +40,7 @@ type writeRun struct {
 	regions []region
 	rep     jsonReport
 	prepped bool // files were created or grown: undo on a failure before the first write
+	warnMu  sync.Mutex // guards rep.Warnings while the planner runs
 }
 
 // fail ends a command that wrote nothing: undoes created and grown files,
@@ -343,7 +344,7 @@ func (o *options) newThrottle() (*kcopyd.Throttle, []byte, error) {
 
 // execute runs the planned segments with the engine, flushes, verifies
 // (--verify), closes and reports. It returns the command's result.
-func (w *writeRun) execute(ctx context.Context, client *kcopyd.Client, th *kcopyd.Throttle, rateContent []byte, dests []*dest, segs []*segment, total int64) error {
+func (w *writeRun) execute(ctx context.Context, client *kcopyd.Client, th *kcopyd.Throttle, rateContent []byte, dests []*dest, plan *planner, total int64) error {
 	o := w.o
 	var srcDev device.Device
 	if w.src != nil {
@@ -370,8 +371,14 @@ func (w *writeRun) execute(ctx context.Context, client *kcopyd.Client, th *kcopy
 	if o.writeSeq {
 		flags |= kcopyd.WriteSeq
 	}
+	plan.warn = func(msg string) {
+		w.warnMu.Lock()
+		defer w.warnMu.Unlock()
+		w.rep.Warnings = append(w.rep.Warnings, msg)
+		fmt.Fprintf(msgs, "kcopyd: warning: %s\n", msg)
+	}
 	r := &engineRun{
-		client: client, src: srcDev, dests: dests, regions: w.regions, segs: segs,
+		client: client, src: srcDev, dests: dests, regions: w.regions, plan: plan,
 		maxJobs: o.inFlight(), flags: flags, sparse: w.src != nil && !o.noSparse,
 		ignore: o.ignoreErrors, prog: prog,
 	}

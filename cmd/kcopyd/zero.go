@@ -145,18 +145,9 @@ func runZero(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 		return w.fail(inputError(fmt.Errorf("engine: %w", err)))
 	}
 	dests := make([]*dest, len(locs))
-	all := make([]int, len(locs))
 	for i, l := range locs {
 		dests[i] = &dest{loc: l, zeroFrom: knownZeroFrom(l, false)}
-		all[i] = i
 	}
-	segs := make([]*segment, len(regions))
-	for i, rg := range regions {
-		ds := all
-		if rg.dests != nil {
-			ds = rg.dests
-		}
-		segs[i] = &segment{reg: i, dest: rg.dest, len: rg.len, kind: segZero, dests: ds}
-	}
-	return w.execute(ctx, client, th, rateContent, dests, segs, total)
+	plan := &planner{kind: segZero, regions: regions, dests: dests, align: 1}
+	return w.execute(ctx, client, th, rateContent, dests, plan, total)
 }

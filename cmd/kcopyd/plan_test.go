@@ -1,0 +1,288 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kcopyd/kcopyd/device"
+	"github.com/kcopyd/kcopyd/device/nbd/nbdtest"
+)
+
+// A child is a kcopyd binary running in the background, its stderr read
+// line by line.
+type child struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	lines  chan string
+	stdout bytes.Buffer
+	mu     chan struct{} // closed when stderr is read to its end
+	stderr []string
+	exited chan error
+}
+
+// startChild starts the built binary with args.
+func startChild(t *testing.T, bin string, args ...string) *child {
+	t.Helper()
+	c := &child{t: t, lines: make(chan string, 1024), mu: make(chan struct{}), exited: make(chan error, 1)}
+	c.cmd = exec.Command(bin, args...)
+	c.cmd.Stdout = &c.stdout
+	stderr, err := c.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.cmd.Process.Kill() })
+	go func() {
+		defer close(c.mu)
+		defer close(c.lines)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			c.stderr = append(c.stderr, sc.Text())
+			select {
+			case c.lines <- sc.Text():
+			default:
+			}
+		}
+	}()
+	return c
+}
+
+// waitLine waits up to limit for a stderr line containing s.
+func (c *child) waitLine(s string, limit time.Duration) bool {
+	timer := time.NewTimer(limit)
+	defer timer.Stop()
+	for {
+		select {
+		case l, ok := <-c.lines:
+			if !ok {
+				return false
+			}
+			if strings.Contains(l, s) {
+				return true
+			}
+		case <-timer.C:
+			return false
+		}
+	}
+}
+
+// rss returns the child's resident set size in bytes (VmRSS).
+func (c *child) rss() int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.cmd.Process.Pid))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) == 3 && f[0] == "VmRSS:" {
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			return n << 10
+		}
+	}
+	c.t.Fatalf("no VmRSS in /proc/%d/status", c.cmd.Process.Pid)
+	return 0
+}
+
+// wait waits up to limit for the child to exit and returns its status,
+// or -1 when it did not exit.
+func (c *child) wait(limit time.Duration) int {
+	go func() { c.exited <- c.cmd.Wait() }()
+	select {
+	case err := <-c.exited:
+		<-c.mu
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode()
+		}
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		return 0
+	case <-time.After(limit):
+		return -1
+	}
+}
+
+func (c *child) output() string {
+	return "stdout: " + c.stdout.String() + "\nstderr: " + strings.Join(c.stderr, "\n")
+}
+
+// checkPlanningBounded runs a sparse copy of a huge or fragmented source
+// and checks that progress starts at once (within 20 s, generous for a
+// busy machine), the resident memory stays under 100 MiB while the copy
+// runs, and SIGINT ends it within 10 s with status 130.
+func checkPlanningBounded(t *testing.T, args ...string) {
+	t.Helper()
+	bin := buildBinary(t)
+	c := startChild(t, bin, append([]string{"copy", "--progress-interval", "100ms"}, args...)...)
+	began := time.Now()
+	if !c.waitLine("kcopyd: copy: ", 20*time.Second) {
+		rss := c.rss()
+		c.cmd.Process.Kill()
+		c.wait(10 * time.Second)
+		t.Fatalf("no progress within 20 s (planning the whole copy first?), RSS %d MiB\n%s", rss>>20, c.output())
+	}
+	t.Logf("first progress line after %v", time.Since(began).Round(time.Millisecond))
+	const limit = 100 << 20
+	var peak int64
+	for range 20 {
+		peak = max(peak, c.rss())
+		if peak > limit {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("peak RSS %d MiB", peak>>20)
+	if peak > limit {
+		t.Errorf("RSS reached %d MiB; want under %d MiB at any source size", peak>>20, limit>>20)
+	}
+	start := time.Now()
+	if err := c.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	code := c.wait(10 * time.Second)
+	if code != exitInterrupted {
+		c.cmd.Process.Kill()
+		t.Fatalf("after SIGINT: status %d after %v; want 130 within 10 s\n%s", code, time.Since(start).Round(time.Millisecond), c.output())
+	}
+	t.Logf("exited %v after SIGINT", time.Since(start).Round(time.Millisecond))
+	if !strings.Contains(c.output(), "to resume") {
+		t.Errorf("the interrupted copy does not say how to resume:\n%s", c.output())
+	}
+}
+
+// TestPlanningHugeSparseNBD copies a 1 TiB nbdkit sparse-random export
+// (10 % data in 4 KiB runs: millions of extents) to nbdkit null.
+func TestPlanningHugeSparseNBD(t *testing.T) {
+	src := nbdtest.Nbdkit(t, "sparse-random", "size=1T", "percent=10", "runlength=4096")
+	dst := nbdtest.Nbdkit(t, "null", "size=1T")
+	checkPlanningBounded(t, src.URI, dst.URI)
+}
+
+// TestPlanningHugeNullNBD copies a 2^62-byte export of holes (nbdkit
+// null reports all of it as zeroes) to another.
+func TestPlanningHugeNullNBD(t *testing.T) {
+	size := strconv.FormatInt(1<<62, 10)
+	src := nbdtest.Nbdkit(t, "null", "size="+size)
+	dst := nbdtest.Nbdkit(t, "null", "size="+size)
+	checkPlanningBounded(t, src.URI, dst.URI)
+}
+
+// TestPlanningFragmentedFile copies a 16 GiB file holding 4 KiB of data
+// every 128 KiB (256 Ki extents, 512 MiB of data) to nbdkit null.
+func TestPlanningFragmentedFile(t *testing.T) {
+	const size, step = 16 << 30, 64 << 10
+	dir := t.TempDir()
+	p := filepath.Join(dir, "fragmented")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Skipf("cannot make a %d-byte sparse file here: %v", int64(size), err)
+	}
+	block := bytes.Repeat([]byte{0xa5}, 4096)
+	for off := int64(0); off < size; off += step {
+		if _, err := f.WriteAt(block, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	dst := nbdtest.Nbdkit(t, "null", "size="+strconv.FormatInt(size, 10))
+	checkPlanningBounded(t, "--rate", "64M", p, dst.URI)
+}
+
+// patternMap is a device.Extenter of size bytes that repeats data bytes
+// of data then hole bytes of hole, and records how far it was asked.
+type patternMap struct {
+	size, data, hole int64
+	asked            int64 // the largest end of a range asked about
+}
+
+func (m *patternMap) Extents(off, length int64) ([]device.Extent, error) {
+	m.asked = max(m.asked, off+length)
+	var out []device.Extent
+	period := m.data + m.hole
+	for pos, end := off, off+length; pos < end && len(out) < 4096; {
+		in := pos % period
+		e := device.Extent{Off: pos, Len: m.data - in}
+		if in >= m.data {
+			e = device.Extent{Off: pos, Len: period - in, Hole: true, Zero: true}
+		}
+		e.Len = min(e.Len, end-pos)
+		out = append(out, e)
+		pos += e.Len
+	}
+	return out, nil
+}
+
+// TestPlannerTilesAndStaysAhead checks that the planner's segments tile
+// the region in order, that holes of at least minHole become aligned
+// Zero segments, and that it reads the allocation map no further than
+// two planSteps ahead of the segments taken.
+func TestPlannerTilesAndStaysAhead(t *testing.T) {
+	for _, tt := range []struct {
+		name             string
+		size, data, hole int64
+		off, len         int64
+		align            int64
+	}{
+		{"fragmented", 1 << 40, 4096, 128 << 10, 0, 1 << 40, 4096},
+		{"small holes stay data", 1 << 30, 4096, 60 << 10, 0, 1 << 30, 512},
+		{"unaligned region", 1 << 34, 3 << 20, 5 << 20, 12345, 1<<34 - 12345 - 999, 4096},
+		{"all data", 1 << 40, 1 << 40, 0, 0, 1 << 40, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := &patternMap{size: tt.size, data: tt.data, hole: tt.hole}
+			if tt.hole == 0 {
+				m.data = tt.size + 1
+			}
+			rg := region{src: tt.off, len: tt.len, dest: 7 << 20}
+			p := &planner{ext: m, kind: segCopy, regions: []region{rg}, dests: []*dest{{zeroFrom: math.MaxInt64}}, align: tt.align,
+				warn: func(s string) { t.Errorf("warning: %s", s) }}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			out := make(chan *segment)
+			go p.run(ctx, out)
+			pos, n := rg.src, 0
+			for s := range out {
+				n++
+				if s.src != pos || s.len <= 0 || s.dest != rg.dest+s.src-rg.src {
+					t.Fatalf("segment %d = %+v; want one starting at %d", n, *s, pos)
+				}
+				if s.kind == segZero && (s.len < minHole || (s.src-rg.src)%tt.align != 0) {
+					t.Fatalf("hole segment %+v: shorter than %d or not aligned to %d", *s, minHole, tt.align)
+				}
+				if s.kind == segZero && (s.src%(m.data+m.hole) < m.data || (s.src+s.len-1)%(m.data+m.hole) < m.data) {
+					t.Fatalf("hole segment %+v covers data", *s)
+				}
+				pos += s.len
+				if ahead := m.asked - pos; ahead > 2*planStep {
+					t.Fatalf("after %d segments up to %d the map was read up to %d: %d bytes ahead", n, pos, m.asked, ahead)
+				}
+				if n == 20000 {
+					cancel()
+					for range out {
+					}
+					return
+				}
+			}
+			if pos != rg.srcEnd() {
+				t.Fatalf("segments end at %d; want %d", pos, rg.srcEnd())
+			}
+		})
+	}
+}
