@@ -39,7 +39,7 @@ type writeRun struct {
 	locs    []*location
 	regions []region
 	rep     jsonReport
-	prepped bool // files were created or grown: undo on a failure before the first write
+	prepped bool       // files were created or grown: undo on a failure before the first write
 	warnMu  sync.Mutex // guards rep.Warnings while the planner runs
 }
 
