@@ -106,6 +106,11 @@ type engineRun struct {
 	// good on destination i; destStuck[i][reg] that it can grow no more.
 	destPrefix [][]int64
 	destStuck  [][]bool
+	// unwritten[i][reg] is the offset in region reg from which nothing
+	// was written to destination i; planned[reg] the end of the
+	// segments taken from the planner.
+	unwritten [][]int64
+	planned   []int64
 }
 
 // window bounds the segments planned ahead of the copy.
@@ -119,9 +124,15 @@ func (r *engineRun) run(ctx context.Context) {
 	r.pending = make([][]*segment, len(r.regions))
 	r.destPrefix = make([][]int64, len(r.dests))
 	r.destStuck = make([][]bool, len(r.dests))
+	r.unwritten = make([][]int64, len(r.dests))
+	r.planned = make([]int64, len(r.regions))
 	for i := range r.dests {
 		r.destPrefix[i] = make([]int64, len(r.regions))
 		r.destStuck[i] = make([]bool, len(r.regions))
+		r.unwritten[i] = make([]int64, len(r.regions))
+		for reg, rg := range r.regions {
+			r.unwritten[i][reg] = rg.len
+		}
 	}
 	planCtx, stopPlan := context.WithCancel(ctx)
 	segs := make(chan *segment)
@@ -206,6 +217,7 @@ func (r *engineRun) dispatch(ctx context.Context, segs <-chan *segment) {
 func (r *engineRun) take(ctx context.Context, seg *segment, done chan<- *task, inflight *[]*task) bool {
 	r.pending[seg.reg] = append(r.pending[seg.reg], seg)
 	r.npending++
+	r.planned[seg.reg] = seg.dest - r.regions[seg.reg].dest + seg.len
 	seg.started = true
 	if seg.kind == segSkip {
 		seg.completed = seg.len
@@ -438,13 +450,18 @@ func (r *engineRun) settleAll() {
 func (r *engineRun) account(s *segment) {
 	r.finished += s.completed
 	for i := range r.dests {
+		mine, live := slices.Contains(s.dests, i), slices.Contains(s.live, i)
+		if mine && !live {
+			u := &r.unwritten[i][s.reg]
+			*u = min(*u, s.dest-r.regions[s.reg].dest)
+		}
 		if r.destStuck[i][s.reg] {
 			continue
 		}
 		good := s.len // nothing to do for i: it reads zeroes there
-		if slices.Contains(s.dests, i) {
+		if mine {
 			good = 0 // dropped before the segment started
-			if slices.Contains(s.live, i) {
+			if live {
 				good = s.completed
 			}
 			if c, ok := s.cut[i]; ok {
@@ -476,6 +493,20 @@ func (r *engineRun) regionPrefixes() []int64 {
 // destPrefixes returns, per region, the bytes from its start known good
 // on destination i. Valid after run.
 func (r *engineRun) destPrefixes(i int) []int64 { return r.destPrefix[i] }
+
+// unwrittenFrom returns, per region, the offset from its start on which
+// nothing was written to destination i (the region's length when
+// everything was). Valid after run.
+func (r *engineRun) unwrittenFrom(i int) []int64 {
+	out := make([]int64, len(r.regions))
+	for reg, rg := range r.regions {
+		out[reg] = min(r.unwritten[i][reg], r.planned[reg])
+		if !rg.has(i) {
+			out[reg] = rg.len
+		}
+	}
+	return out
+}
 
 // flush flushes every destination that has a volatile cache. Errors are
 // recorded on the destination.

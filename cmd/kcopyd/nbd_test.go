@@ -159,12 +159,22 @@ func checkHoles(t testing.TB, path string, holes ...[2]int64) {
 // returned with the export's location.
 func evalNBD(t testing.TB, data []byte, readErrs, writeErrs [][2]int64) (uri, file string) {
 	t.Helper()
+	return evalNBDWhile(t, data, readErrs, writeErrs, "")
+}
+
+// evalNBDWhile is evalNBD whose errors happen only while the file
+// trigger exists (always when trigger is "").
+func evalNBDWhile(t testing.TB, data []byte, readErrs, writeErrs [][2]int64, trigger string) (uri, file string) {
+	t.Helper()
 	nbdtest.NeedBin(t, "nbdkit")
 	file = writeFile(t, t.TempDir(), "backing", data)
 	cond := func(rs [][2]int64) string {
 		c := "false"
 		for _, r := range rs {
 			c += fmt.Sprintf(" || { [ $4 -lt %d ] && [ $(($4+$3)) -gt %d ]; }", r[0]+r[1], r[0])
+		}
+		if trigger != "" {
+			c = "[ -e " + trigger + " ] && { " + c + "; }"
 		}
 		return c
 	}

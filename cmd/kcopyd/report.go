@@ -17,17 +17,21 @@ import (
 //     zero); bytes compared (verify).
 //   - total: bytes the command was asked to process.
 //   - completed: for a single region, the bytes from its start known
-//     complete: rerun with --offset/--dest-offset moved by this much to
-//     resume. remaining lists, in regions-file syntax, what is left of
-//     every incomplete region.
+//     complete on every destination, a failed one included: rerun with
+//     --offset/--dest-offset moved by this much to resume. remaining
+//     lists, in regions-file syntax, what is left of every incomplete
+//     region. destinations[i] has the same two for that destination
+//     alone, the options that finish it.
 //   - destinations[i].failed_ranges: [offset, length] byte pairs in the
 //     destination known not to hold the source's data: ranges whose write
 //     failed (kcopyd.JobError.WriteRanges) and, under --ignore-errors,
 //     ranges written as zeroes because the source could not be read
 //     (kcopyd.JobError.ReadRanges moved to destination offsets). Without
 //     --ignore-errors a destination is dropped at its first failed write:
-//     it lists that range, and what came after it was never written
-//     (its error is set; see also completed and remaining).
+//     it lists that range; unwritten_ranges lists what was never sent to
+//     it afterwards, and between the two it may hold old or new data
+//     (chunks in flight when it failed). Its completed and remaining say
+//     what is known good and how to finish it.
 type jsonReport struct {
 	Command      string     `json:"command"`
 	Source       string     `json:"source,omitempty"`
@@ -60,6 +64,15 @@ type jsonDest struct {
 	Identical       *bool  `json:"identical,omitempty"`
 	FirstDifference *int64 `json:"first_difference,omitempty"`
 	DifferingChunks *int64 `json:"differing_chunks,omitempty"`
+	// Completed (single region) is the bytes from the region's start
+	// known good on this destination. Remaining lists, in regions-file
+	// syntax, what must be copied again to finish it. UnwrittenRanges
+	// are [offset, length] byte ranges of the destination to which
+	// nothing was written (it was dropped after a write error, or the
+	// run stopped). Copy and zero only.
+	Completed       *int64     `json:"completed,omitempty"`
+	Remaining       [][3]int64 `json:"remaining,omitempty"`
+	UnwrittenRanges [][2]int64 `json:"unwritten_ranges,omitempty"`
 }
 
 func strPtr(s string) *string { return &s }

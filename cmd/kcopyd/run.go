@@ -453,8 +453,9 @@ func (w *writeRun) conclude(r *engineRun, dests []*dest, total int64, v verifyOu
 	w.rep.Destinations = nil
 	var failed, ok []string
 	mismatch := false
-	for _, d := range dests {
+	for i, d := range dests {
 		jd := jsonDest{Location: d.loc.spec, FailedRanges: rangePairs(d.ranges)}
+		w.reportDest(r, i, &jd)
 		if d.failed() {
 			jd.Error = errPtr(errors.Join(d.errs...))
 			failed = append(failed, d.loc.spec)
@@ -496,11 +497,7 @@ func (w *writeRun) conclude(r *engineRun, dests []*dest, total int64, v verifyOu
 		c := prefixes[0]
 		w.rep.Completed = &c
 	}
-	for i, rg := range w.regions {
-		if p := prefixes[i]; p < rg.len {
-			w.rep.Remaining = append(w.rep.Remaining, [3]int64{rg.src + p, rg.len - p, rg.dest + p})
-		}
-	}
+	w.rep.Remaining = w.remaining(prefixes)
 
 	var (
 		code int
@@ -544,7 +541,12 @@ func (w *writeRun) conclude(r *engineRun, dests []*dest, total int64, v verifyOu
 		err = errors.New("verify found a difference")
 	}
 	if r.canceled || code == exitReadError && r.readErr != nil && !o.ignoreErrors {
-		w.printResume(out, prefixes)
+		w.printResume(out, prefixes, nil)
+	}
+	for i, d := range dests {
+		if d.failed() && len(w.rep.Destinations[i].Remaining) > 0 {
+			w.printResume(out, r.destPrefixes(i), d)
+		}
 	}
 	if code == exitOK && !o.quiet {
 		what := "copied"
@@ -578,16 +580,24 @@ func plural(n int) string {
 }
 
 // printResume tells how far an interrupted or failed run got and how to
-// resume it.
-func (w *writeRun) printResume(out io.Writer, prefixes []int64) {
+// resume it: on every destination when dest is nil, else on dest alone.
+func (w *writeRun) printResume(out io.Writer, prefixes []int64, dest *dest) {
+	who, args, what := "every destination", "...", "to resume"
+	if dest != nil {
+		who, what = dest.loc.spec, "to finish "+dest.loc.spec
+		args = dest.loc.spec
+		if w.src != nil {
+			args = w.src.spec + " " + args
+		}
+	}
 	if w.o.regionsFile == "" && len(w.regions) == 1 {
 		rg, p := w.regions[0], prefixes[0]
-		fmt.Fprintf(out, "kcopyd: %d bytes (%s) from the start of the region are complete on every destination\n", p, humanSize(float64(p)))
+		fmt.Fprintf(out, "kcopyd: %d bytes (%s) from the start of the region are complete on %s\n", p, humanSize(float64(p)), who)
 		if p < rg.len {
 			if w.verb == "zero" {
-				fmt.Fprintf(out, "kcopyd: to resume: kcopyd zero --offset %d --length %d ...\n", rg.dest+p, rg.len-p)
+				fmt.Fprintf(out, "kcopyd: %s: kcopyd zero --offset %d --length %d %s\n", what, rg.dest+p, rg.len-p, args)
 			} else {
-				fmt.Fprintf(out, "kcopyd: to resume: kcopyd copy --offset %d --dest-offset %d --length %d ...\n", rg.src+p, rg.dest+p, rg.len-p)
+				fmt.Fprintf(out, "kcopyd: %s: kcopyd copy --offset %d --dest-offset %d --length %d %s\n", what, rg.src+p, rg.dest+p, rg.len-p, args)
 			}
 		}
 		return
@@ -598,7 +608,7 @@ func (w *writeRun) printResume(out io.Writer, prefixes []int64) {
 			complete++
 		}
 	}
-	fmt.Fprintf(out, "kcopyd: %d of %d regions complete; what remains, in --regions syntax:\n", complete, len(w.regions))
+	fmt.Fprintf(out, "kcopyd: %d of %d regions complete on %s; %s, run kcopyd %s --regions FILE %s with these lines:\n", complete, len(w.regions), who, what, w.verb, args)
 	for i, rg := range w.regions {
 		p := prefixes[i]
 		if p == rg.len {
@@ -608,6 +618,34 @@ func (w *writeRun) printResume(out io.Writer, prefixes []int64) {
 			fmt.Fprintf(out, "%d %d # line %d\n", rg.dest+p, rg.len-p, rg.line)
 		} else {
 			fmt.Fprintf(out, "%d %d %d # line %d\n", rg.src+p, rg.len-p, rg.dest+p, rg.line)
+		}
+	}
+}
+
+// remaining returns, in regions-file syntax, what is left of each region
+// of which only prefixes[i] bytes are complete; nil when nothing is.
+func (w *writeRun) remaining(prefixes []int64) [][3]int64 {
+	var out [][3]int64
+	for i, rg := range w.regions {
+		if p := prefixes[i]; p < rg.len {
+			out = append(out, [3]int64{rg.src + p, rg.len - p, rg.dest + p})
+		}
+	}
+	return out
+}
+
+// reportDest fills in what the run left on destination i: the prefix
+// known good, what remains to finish it and the ranges never written.
+func (w *writeRun) reportDest(r *engineRun, i int, jd *jsonDest) {
+	prefixes := r.destPrefixes(i)
+	if w.o.regionsFile == "" && len(w.regions) == 1 {
+		c := prefixes[0]
+		jd.Completed = &c
+	}
+	jd.Remaining = w.remaining(prefixes)
+	for reg, u := range r.unwrittenFrom(i) {
+		if rg := w.regions[reg]; u < rg.len {
+			jd.UnwrittenRanges = append(jd.UnwrittenRanges, [2]int64{rg.dest + u, rg.len - u})
 		}
 	}
 }
