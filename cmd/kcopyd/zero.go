@@ -144,6 +144,10 @@ func runZero(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 	if err != nil {
 		return w.fail(inputError(fmt.Errorf("engine: %w", err)))
 	}
+	if err := checkJobs(client, regions, nil, locs); err != nil {
+		client.Close()
+		return w.fail(inputError(err))
+	}
 	dests := make([]*dest, len(locs))
 	for i, l := range locs {
 		dests[i] = &dest{loc: l, zeroFrom: knownZeroFrom(l, false)}
