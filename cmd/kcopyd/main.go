@@ -24,8 +24,12 @@ func main() {
 // run executes the command line args with the given standard streams and
 // returns the process exit status. SIGINT and SIGTERM cancel the running
 // command; a second signal after the first is handled by the default
-// action (the process dies).
+// action (the process dies). SIGPIPE is ignored: a reader of stdout or
+// stderr that went away (kcopyd ... 2>&1 | head) must not kill a copy
+// half-way; its writes fail, the run goes on, and the exit status still
+// tells the outcome.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() {
