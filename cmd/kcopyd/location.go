@@ -71,6 +71,9 @@ func inspectLocation(spec string) (*location, error) {
 		if !errors.Is(err, unix.ENOENT) {
 			return nil, fmt.Errorf("%s: %w", spec, err)
 		}
+		if target, err := os.Readlink(spec); err == nil {
+			return nil, fmt.Errorf("%s is a symbolic link to %s, which does not exist", spec, target)
+		}
 		l := &location{spec: spec, kind: locFile}
 		var pst unix.Stat_t
 		if err := unix.Stat(filepath.Dir(spec), &pst); err == nil {

@@ -24,17 +24,17 @@ import (
 type child struct {
 	t      *testing.T
 	cmd    *exec.Cmd
-	lines  chan string
+	lines  chan string // stderr lines, as they come (dropped when full)
 	stdout bytes.Buffer
-	mu     chan struct{} // closed when stderr is read to its end
-	stderr []string
-	exited chan error
+	stderr []string      // every stderr line; read only after done
+	done   chan struct{} // closed when the child exited and stderr was read
+	err    error         // cmd.Wait's result, once done
 }
 
 // startChild starts the built binary with args.
 func startChild(t *testing.T, bin string, args ...string) *child {
 	t.Helper()
-	c := &child{t: t, lines: make(chan string, 1024), mu: make(chan struct{}), exited: make(chan error, 1)}
+	c := &child{t: t, lines: make(chan string, 1024), done: make(chan struct{})}
 	c.cmd = exec.Command(bin, args...)
 	c.cmd.Stdout = &c.stdout
 	stderr, err := c.cmd.StderrPipe()
@@ -44,10 +44,8 @@ func startChild(t *testing.T, bin string, args ...string) *child {
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.cmd.Process.Kill() })
 	go func() {
-		defer close(c.mu)
-		defer close(c.lines)
+		defer close(c.done)
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			c.stderr = append(c.stderr, sc.Text())
@@ -56,7 +54,10 @@ func startChild(t *testing.T, bin string, args ...string) *child {
 			default:
 			}
 		}
+		close(c.lines)
+		c.err = c.cmd.Wait()
 	}()
+	t.Cleanup(func() { c.wait(0) })
 	return c
 }
 
@@ -95,25 +96,28 @@ func (c *child) rss() int64 {
 	return 0
 }
 
-// wait waits up to limit for the child to exit and returns its status,
-// or -1 when it did not exit.
+// wait waits up to limit for the child to exit and returns its status.
+// When it does not exit in time, wait kills it and returns -1.
 func (c *child) wait(limit time.Duration) int {
-	go func() { c.exited <- c.cmd.Wait() }()
+	timer := time.NewTimer(limit)
+	defer timer.Stop()
 	select {
-	case err := <-c.exited:
-		<-c.mu
-		if ee, ok := err.(*exec.ExitError); ok {
-			return ee.ExitCode()
-		}
-		if err != nil {
-			c.t.Fatal(err)
-		}
-		return 0
-	case <-time.After(limit):
+	case <-c.done:
+	case <-timer.C:
+		c.cmd.Process.Kill()
+		<-c.done
 		return -1
 	}
+	if ee, ok := c.err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	if c.err != nil {
+		c.t.Fatal(c.err)
+	}
+	return 0
 }
 
+// output returns what the child printed; call it after wait.
 func (c *child) output() string {
 	return "stdout: " + c.stdout.String() + "\nstderr: " + strings.Join(c.stderr, "\n")
 }
@@ -129,8 +133,7 @@ func checkPlanningBounded(t *testing.T, args ...string) {
 	began := time.Now()
 	if !c.waitLine("kcopyd: copy: ", 20*time.Second) {
 		rss := c.rss()
-		c.cmd.Process.Kill()
-		c.wait(10 * time.Second)
+		c.wait(0)
 		t.Fatalf("no progress within 20 s (planning the whole copy first?), RSS %d MiB\n%s", rss>>20, c.output())
 	}
 	t.Logf("first progress line after %v", time.Since(began).Round(time.Millisecond))
@@ -153,7 +156,6 @@ func checkPlanningBounded(t *testing.T, args ...string) {
 	}
 	code := c.wait(10 * time.Second)
 	if code != exitInterrupted {
-		c.cmd.Process.Kill()
 		t.Fatalf("after SIGINT: status %d after %v; want 130 within 10 s\n%s", code, time.Since(start).Round(time.Millisecond), c.output())
 	}
 	t.Logf("exited %v after SIGINT", time.Since(start).Round(time.Millisecond))

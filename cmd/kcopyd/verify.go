@@ -127,6 +127,7 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 	w.closeAll(false)
 
 	w.rep.Bytes, w.rep.Total = counter.Load(), total
+	uncompared := w.uncomparedTails(regions, locs, o.length.set || o.regionsFile != "")
 	differ, readErr := false, srcErr != nil
 	for i, l := range locs {
 		c := res[i]
@@ -149,7 +150,7 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 			id := true
 			jd.Identical = &id
 			if !o.json {
-				fmt.Fprintf(e.stdout, "%s: identical\n", l.spec)
+				fmt.Fprintf(e.stdout, "%s: identical%s\n", l.spec, uncompared[i])
 			}
 		}
 		w.rep.Destinations = append(w.rep.Destinations, jd)
@@ -178,6 +179,25 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 // chunk is compared. Tests set it to interrupt a comparison at a known
 // point.
 var verifyChunkHook func()
+
+// uncomparedTails returns, per destination, a remark for one that goes on
+// past the end of the default region (the source's end), whose last bytes
+// were not compared, and records it as a warning; "" for the others, and
+// for all when the user chose the region (explicit).
+func (w *writeRun) uncomparedTails(regions []region, locs []*location, explicit bool) []string {
+	out := make([]string, len(locs))
+	if explicit || len(regions) != 1 {
+		return out
+	}
+	end := regions[0].destEnd()
+	for i, l := range locs {
+		if extra := l.size - end; extra > 0 {
+			out[i] = fmt.Sprintf(" over the source's %d bytes; its last %d bytes, past the end of the source, were not compared", regions[0].len, extra)
+			w.rep.Warnings = append(w.rep.Warnings, fmt.Sprintf("%s is %d bytes longer than the source: its last %d bytes were not compared", l.spec, extra, extra))
+		}
+	}
+	return out
+}
 
 // cmpResult is the comparison of one destination.
 type cmpResult struct {
