@@ -44,8 +44,9 @@ the rate in it ("echo 50M > FILE"; "0" = unlimited). --throttle PERCENT is
 the kernel's I/O-time throttle.
 
 On SIGINT or SIGTERM kcopyd stops starting new chunks, waits for those in
-flight, flushes, and reports how many bytes from the start of the region are
-complete, with the options to resume.
+flight (at most --interrupt-wait, saying what it waits for), flushes, and
+reports how many bytes from the start of the region are complete, with the
+options to resume. A second signal ends it at once.
 
 ` + nbdHelp + `
 

@@ -38,6 +38,7 @@ type options struct {
 	json                       bool
 	quiet                      bool
 	progressInterval           time.Duration
+	interruptWait              time.Duration
 	nbd                        nbdOptions
 }
 
@@ -47,6 +48,9 @@ type flagSet struct {
 	write      bool // engine and write flags (copy, zero)
 	copy       bool // copy-only flags
 }
+
+// defaultInterruptWait is the default of --interrupt-wait.
+const defaultInterruptWait = 30 * time.Second
 
 // defaultJobs is the default of --jobs.
 const defaultJobs = 4
@@ -76,6 +80,7 @@ func (o *options) register(cmd *cobra.Command, fs flagSet) {
 		f.BoolVar(&o.noFlush, "no-flush", false, "do not flush the destinations' caches before reporting success")
 		f.BoolVar(&o.verify, "verify", false, "after writing, read every destination back and compare")
 		f.BoolVar(&o.force, "force", false, "write to block devices even when they are mounted or in use")
+		f.DurationVar(&o.interruptWait, "interrupt-wait", defaultInterruptWait, "after SIGINT/SIGTERM, wait at most `DURATION` for I/O in flight, then exit without flushing")
 	}
 	if fs.copy {
 		f.BoolVar(&o.sparse, "sparse", false, "skip source holes and write all-zero chunks as write-zeroes (the default)")
@@ -124,6 +129,9 @@ func (o *options) check(cmd *cobra.Command, specs []string) error {
 	}
 	if o.writeSeq && o.ignoreErrors {
 		return usageErrorf("--write-seq cannot be combined with --ignore-errors (a sequential writer stops at the first error)")
+	}
+	if o.interruptWait < 0 {
+		return usageErrorf("--interrupt-wait must not be negative")
 	}
 	if o.progressInterval <= 0 {
 		return usageErrorf("--progress-interval must be positive")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/kcopyd/kcopyd"
@@ -90,12 +91,17 @@ type engineRun struct {
 	sparse  bool         // detect or skip zero chunks
 	ignore  bool
 	prog    progress
+	// interruptWait bounds the wait for I/O in flight once the context
+	// is done; waitNote says, after a second of it, what is awaited.
+	interruptWait time.Duration
+	waitNote      func(string)
 
 	readErr     error          // first source read error
 	readRanges  []kcopyd.Range // unreadable source ranges (--ignore-errors)
 	internalErr error          // a job was refused: a bug in the checks before it
 	canceled    bool           // the context stopped dispatch
 	submitted   bool           // at least one job was submitted
+	abandoned   bool           // jobs were still in flight after interruptWait: never Close the client
 
 	// pending holds, per region, the segments received from the planner
 	// and not yet accounted, in order; at most window of them in all.
@@ -162,6 +168,8 @@ func (r *engineRun) dispatch(ctx context.Context, segs <-chan *segment) {
 		retries  []*task
 		stopping bool
 		ctxDone  = ctx.Done()
+		note     <-chan time.Time // after an interrupt: say what is awaited
+		giveUp   <-chan time.Time // after an interrupt: stop waiting
 	)
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
@@ -206,10 +214,40 @@ func (r *engineRun) dispatch(ctx context.Context, segs <-chan *segment) {
 			ctxDone = nil
 			r.canceled = true
 			stopping = true
+			note = time.After(time.Second)
+			giveUp = time.After(r.interruptWait)
+		case <-note:
+			r.waitNote(fmt.Sprintf("waiting for %d job%s in flight (%s) to finish, at most %v (--interrupt-wait)", len(inflight), plural(len(inflight)), r.awaited(inflight), r.interruptWait))
+		case <-giveUp:
+			r.abandoned = true
+			r.waitNote(fmt.Sprintf("gave up waiting for %d job%s in flight (%s) after %v", len(inflight), plural(len(inflight)), r.awaited(inflight), r.interruptWait))
+			return
 		case <-tick.C:
 			r.prog.set(r.progress(inflight))
 		}
 	}
+}
+
+// awaited names what the tasks in flight read and write.
+func (r *engineRun) awaited(inflight []*task) string {
+	var reading bool
+	var writing []string
+	for _, t := range inflight {
+		reading = reading || t.seg.kind == segCopy
+		for _, i := range t.dests {
+			if s := r.dests[i].loc.spec; !slices.Contains(writing, s) {
+				writing = append(writing, s)
+			}
+		}
+	}
+	var parts []string
+	if reading && r.src != nil {
+		parts = append(parts, "reading "+device.Name(r.src))
+	}
+	if len(writing) > 0 {
+		parts = append(parts, "writing "+strings.Join(writing, ", "))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // take accepts the next segment from the planner and starts it. It

@@ -22,21 +22,42 @@ func main() {
 }
 
 // run executes the command line args with the given standard streams and
-// returns the process exit status. SIGINT and SIGTERM cancel the running
-// command; a second signal after the first is handled by the default
-// action (the process dies). SIGPIPE is ignored: a reader of stdout or
-// stderr that went away (kcopyd ... 2>&1 | head) must not kill a copy
-// half-way; its writes fail, the run goes on, and the exit status still
-// tells the outcome.
+// returns the process exit status. The first SIGINT or SIGTERM cancels the
+// running command, which finishes the I/O in flight and reports; a second
+// one ends the process at once with exitInterrupted, even when kcopyd was
+// started with SIGINT ignored ("cmd &" in a non-interactive shell). SIGPIPE
+// is ignored: a reader of stdout or stderr that went away (kcopyd ... 2>&1
+// | head) must not kill a copy half-way; its writes fail, the run goes on,
+// and the exit status still tells the outcome.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	signal.Ignore(syscall.SIGPIPE)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	go func() {
-		<-ctx.Done()
-		stop()
-	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	finished := make(chan struct{})
+	defer close(finished)
+	go handleSignals(sigs, cancel, finished, stderr)
 	return runContext(ctx, args, stdin, stdout, stderr)
+}
+
+// handleSignals cancels the command at the first signal on sigs and
+// exits the process at the second, until finished is closed.
+func handleSignals(sigs <-chan os.Signal, cancel context.CancelFunc, finished <-chan struct{}, stderr io.Writer) {
+	select {
+	case s := <-sigs:
+		fmt.Fprintf(stderr, "kcopyd: interrupted (%v): finishing the I/O in flight; interrupt again to quit at once\n", s)
+		cancel()
+	case <-finished:
+		return
+	}
+	select {
+	case s := <-sigs:
+		fmt.Fprintf(stderr, "kcopyd: interrupted again (%v): quitting at once; the I/O in flight may or may not have reached the destinations, which were not flushed\n", s)
+		os.Exit(exitInterrupted)
+	case <-finished:
+	}
 }
 
 // runContext is run with the cancellation context supplied by the caller.

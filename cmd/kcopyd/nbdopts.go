@@ -65,8 +65,9 @@ Connecting must finish within --nbd-connect-timeout (default 30s). A server
 that dies or closes its connection fails the run at once (status 2 for a
 read, 3 for a write), and TCP keep-alive usually notices a vanished host
 within minutes; a server that hangs with requests pending is waited for,
-unless --nbd-timeout DURATION gives up on it after that long. A second
-Ctrl-C always ends kcopyd.`
+unless --nbd-timeout DURATION gives up on it after that long. After a
+Ctrl-C, I/O in flight is waited for at most --interrupt-wait (default 30s),
+saying what it waits for; a second Ctrl-C always ends kcopyd at once.`
 
 func (n *nbdOptions) register(f *pflag.FlagSet) {
 	f.IntVar(&n.connections, "connections", defaultConnections, "open `N` connections per NBD export when the server advertises multi-conn (1..16)")

@@ -380,11 +380,19 @@ func (w *writeRun) execute(ctx context.Context, client *kcopyd.Client, th *kcopy
 	r := &engineRun{
 		client: client, src: srcDev, dests: dests, regions: w.regions, plan: plan,
 		maxJobs: o.inFlight(), flags: flags, sparse: w.src != nil && !o.noSparse,
-		ignore: o.ignoreErrors, prog: prog,
+		ignore: o.ignoreErrors, prog: prog, interruptWait: o.interruptWait,
+		waitNote: func(s string) { fmt.Fprintf(msgs, "kcopyd: %s\n", s) },
 	}
 	r.run(ctx)
 	stopWatch()
 	watchWG.Wait()
+	if r.abandoned {
+		// Closing the client, flushing or closing a location would wait
+		// for the I/O that did not finish.
+		prog.stop()
+		fmt.Fprintf(w.e.stderr, "kcopyd: the destinations were not flushed; the bytes reported complete were written, the jobs still in flight may be partly written\n")
+		return w.conclude(r, dests, total, verifyOutcome{})
+	}
 	closeErr := client.Close()
 
 	if !o.noFlush {

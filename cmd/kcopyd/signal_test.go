@@ -1,0 +1,80 @@
+package main
+
+import (
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kcopyd/kcopyd/device/nbd/nbdtest"
+)
+
+// stalledCopy starts the built binary copying to an nbdkit export whose
+// writes take two minutes (the delay filter), through sh when ignoreInt
+// so that kcopyd starts with SIGINT ignored (as "cmd &" does in a
+// non-interactive shell), and waits until the copy runs.
+func stalledCopy(t *testing.T, ignoreInt bool, extra ...string) *child {
+	t.Helper()
+	bin := buildBinary(t)
+	const size = 16 << 20
+	src := writeFile(t, t.TempDir(), "src", randomBytes(80, size))
+	s := nbdtest.Nbdkit(t, "--filter=delay", "memory", strconv.Itoa(size), "delay-write=120")
+	args := append([]string{"copy", "--no-sparse", "--progress-interval", "100ms"}, extra...)
+	args = append(args, src, s.URI)
+	var c *child
+	if ignoreInt {
+		c = startChild(t, "sh", append([]string{"-c", `trap "" INT; exec "$0" "$@"`, bin}, args...)...)
+	} else {
+		c = startChild(t, bin, args...)
+	}
+	if !c.waitLine("kcopyd: copy: ", 20*time.Second) {
+		c.wait(0)
+		t.Fatalf("the copy did not start within 20 s\n%s", c.output())
+	}
+	return c
+}
+
+// TestSecondInterruptIgnoredAtStart starts kcopyd with SIGINT ignored
+// and stalls its destination: after the first SIGINT, a second one must
+// end it at once.
+func TestSecondInterruptIgnoredAtStart(t *testing.T) {
+	c := stalledCopy(t, true, "--interrupt-wait", "10m")
+	if err := c.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if !c.waitLine("interrupted", 10*time.Second) {
+		c.wait(0)
+		t.Fatalf("no acknowledgement of the first SIGINT within 10 s\n%s", c.output())
+	}
+	start := time.Now()
+	if err := c.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if code := c.wait(10 * time.Second); code != exitInterrupted {
+		t.Fatalf("after a second SIGINT: status %d after %v; want 130 within 10 s\n%s", code, time.Since(start).Round(time.Millisecond), c.output())
+	}
+}
+
+// TestInterruptBoundedWait interrupts a copy whose NBD destination does
+// not answer, without --nbd-timeout: kcopyd must say what it waits for
+// and give up after --interrupt-wait.
+func TestInterruptBoundedWait(t *testing.T) {
+	c := stalledCopy(t, false, "--interrupt-wait", "2s")
+	if err := c.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if !c.waitLine("waiting for", 10*time.Second) {
+		c.wait(0)
+		t.Fatalf("no word on what the interrupted copy waits for within 10 s\n%s", c.output())
+	}
+	if code := c.wait(30 * time.Second); code != exitInterrupted {
+		t.Fatalf("interrupted copy: status %d; want 130 within 30 s\n%s", code, c.output())
+	}
+	out := c.output()
+	for _, want := range []string{"nbd+unix://", "gave up", "not flushed", "to resume"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
