@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -211,11 +212,12 @@ func TestPlanningFragmentedFile(t *testing.T) {
 // of data then hole bytes of hole, and records how far it was asked.
 type patternMap struct {
 	size, data, hole int64
-	asked            int64 // the largest end of a range asked about
+	asked            atomic.Int64 // the largest end of a range asked about
 }
 
 func (m *patternMap) Extents(off, length int64) ([]device.Extent, error) {
-	m.asked = max(m.asked, off+length)
+	for a := m.asked.Load(); off+length > a && !m.asked.CompareAndSwap(a, off+length); a = m.asked.Load() {
+	}
 	var out []device.Extent
 	period := m.data + m.hole
 	for pos, end := off, off+length; pos < end && len(out) < 4096; {
@@ -272,8 +274,8 @@ func TestPlannerTilesAndStaysAhead(t *testing.T) {
 					t.Fatalf("hole segment %+v covers data", *s)
 				}
 				pos += s.len
-				if ahead := m.asked - pos; ahead > 2*planStep {
-					t.Fatalf("after %d segments up to %d the map was read up to %d: %d bytes ahead", n, pos, m.asked, ahead)
+				if ahead := m.asked.Load() - pos; ahead > 2*planStep {
+					t.Fatalf("after %d segments up to %d the map was read up to %d: %d bytes ahead", n, pos, pos+ahead, ahead)
 				}
 				if n == 20000 {
 					cancel()
