@@ -202,12 +202,9 @@ func (r *engineRun) dispatch(ctx context.Context, segs <-chan *segment) {
 			}
 		case t := <-done:
 			inflight = slices.DeleteFunc(inflight, func(x *task) bool { return x == t })
-			retry, stop := r.finish(t)
-			if retry != nil && !stop {
+			retry, stop := r.taskDone(t)
+			if retry != nil {
 				retries = append(retries, retry)
-			} else {
-				t.seg.active = false
-				r.settle(t.seg.reg)
 			}
 			stopping = stopping || stop
 		case <-ctxDone:
@@ -323,6 +320,18 @@ func (r *engineRun) submit(ctx context.Context, t *task, done chan<- *task) erro
 		r.submitted = true
 	}
 	return err
+}
+
+// taskDone records the result of t, as finish, and settles its segment
+// unless a continuation is to be submitted.
+func (r *engineRun) taskDone(t *task) (retry *task, stop bool) {
+	retry, stop = r.finish(t)
+	if retry != nil && !stop {
+		return retry, false
+	}
+	t.seg.active = false
+	r.settle(t.seg.reg)
+	return nil, stop
 }
 
 // finish records the result of t. It returns a continuation task for the

@@ -473,25 +473,8 @@ func (w *writeRun) conclude(r *engineRun, dests []*dest, total int64, v verifyOu
 		} else {
 			ok = append(ok, d.loc.spec)
 		}
-		if v.ran {
-			// An interrupted verify proves no destination identical;
-			// a difference it found is real.
-			ok := d.cmp != nil && d.cmp.err == nil && d.cmp.first < 0 && !v.stopped
-			jd.Verified = &ok
-			if c := d.cmp; c != nil {
-				if !v.stopped || c.first >= 0 {
-					jd.Identical = &ok
-				}
-				switch {
-				case c.err != nil:
-					fmt.Fprintf(out, "kcopyd: verify: cannot read %s: %v\n", d.loc.spec, c.err)
-				case c.first >= 0:
-					mismatch = true
-					first, n := c.first, c.chunks
-					jd.FirstDifference, jd.DifferingChunks = &first, &n
-					fmt.Fprintf(out, "kcopyd: verify: %s differs: first differing byte at offset %d (%s)\n", d.loc.spec, c.first, chunksText(c.chunks, w.chunkSize(), v.stopped))
-				}
-			}
+		if v.ran && w.reportVerify(d, v, &jd) {
+			mismatch = true
 		}
 		w.rep.Destinations = append(w.rep.Destinations, jd)
 	}
@@ -569,6 +552,32 @@ func (w *writeRun) conclude(r *engineRun, dests []*dest, total int64, v verifyOu
 			len(dests), plural(len(dests)), elapsed.Round(time.Millisecond), humanSize(float64(done)/max(elapsed.Seconds(), 1e-9)), suffix)
 	}
 	return w.report(code, err)
+}
+
+// reportVerify prints and records the --verify result of d; it returns
+// whether d differs. An interrupted verify proves no destination
+// identical; a difference it found is real.
+func (w *writeRun) reportVerify(d *dest, v verifyOutcome, jd *jsonDest) (differs bool) {
+	out := w.e.stderr
+	ok := d.cmp != nil && d.cmp.err == nil && d.cmp.first < 0 && !v.stopped
+	jd.Verified = &ok
+	c := d.cmp
+	if c == nil {
+		return false
+	}
+	if !v.stopped || c.first >= 0 {
+		jd.Identical = &ok
+	}
+	switch {
+	case c.err != nil:
+		fmt.Fprintf(out, "kcopyd: verify: cannot read %s: %v\n", d.loc.spec, c.err)
+	case c.first >= 0:
+		first, n := c.first, c.chunks
+		jd.FirstDifference, jd.DifferingChunks = &first, &n
+		fmt.Fprintf(out, "kcopyd: verify: %s differs: first differing byte at offset %d (%s)\n", d.loc.spec, c.first, chunksText(c.chunks, w.chunkSize(), v.stopped))
+		return true
+	}
+	return false
 }
 
 func anyVerifyReadError(dests []*dest) bool {
