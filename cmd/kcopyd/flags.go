@@ -80,8 +80,8 @@ func (o *options) register(cmd *cobra.Command, fs flagSet) {
 		f.BoolVar(&o.noFlush, "no-flush", false, "do not flush the destinations' caches before reporting success")
 		f.BoolVar(&o.verify, "verify", false, "after writing, read every destination back and compare")
 		f.BoolVar(&o.force, "force", false, "write to block devices even when they are mounted or in use")
-		f.DurationVar(&o.interruptWait, "interrupt-wait", defaultInterruptWait, "after SIGINT/SIGTERM, wait at most `DURATION` for I/O in flight, then exit without flushing")
 	}
+	f.DurationVar(&o.interruptWait, "interrupt-wait", defaultInterruptWait, "after SIGINT/SIGTERM, wait at most `DURATION` for I/O in flight, then give up on it (and do not flush)")
 	if fs.copy {
 		f.BoolVar(&o.sparse, "sparse", false, "skip source holes and write all-zero chunks as write-zeroes (the default)")
 		f.BoolVar(&o.noSparse, "no-sparse", false, "copy every byte, holes and zeroes included")

@@ -41,6 +41,9 @@ type writeRun struct {
 	rep     jsonReport
 	prepped bool       // files were created or grown: undo on a failure before the first write
 	warnMu  sync.Mutex // guards rep.Warnings while the planner runs
+	// abandoned is set when an interrupted run gave up on I/O in flight:
+	// closing the locations would wait for it, so they are left open.
+	abandoned bool
 }
 
 // fail ends a command that wrote nothing: undoes created and grown files,
@@ -60,6 +63,9 @@ func (w *writeRun) fail(err error) error {
 // removed and grown files truncated back.
 func (w *writeRun) closeAll(undo bool) []error {
 	errs := make([]error, len(w.locs))
+	if w.abandoned {
+		return errs
+	}
 	for i, l := range w.locs {
 		if undo {
 			errs[i] = l.undo()
@@ -389,6 +395,7 @@ func (w *writeRun) execute(ctx context.Context, client *kcopyd.Client, th *kcopy
 	if r.abandoned {
 		// Closing the client, flushing or closing a location would wait
 		// for the I/O that did not finish.
+		w.abandoned = true
 		prog.stop()
 		fmt.Fprintf(w.e.stderr, "kcopyd: the destinations were not flushed; the bytes reported complete were written, the jobs still in flight may be partly written\n")
 		return w.conclude(r, dests, total, verifyOutcome{})
@@ -442,7 +449,7 @@ func (w *writeRun) verifyDests(ctx context.Context, dests []*dest, prog progress
 	if w.src != nil {
 		src = w.src.dev
 	}
-	res, srcErr, stopped := compareRegions(ctx, src, devs, idx, w.regions, w.chunkSize(), w.o.jobs, nil)
+	res, srcErr, stopped := compareRegions(ctx, src, devs, idx, w.regions, w.chunkSize(), w.o.jobs, nil, w.giveUp)
 	for k, i := range idx {
 		dests[i].cmp = &res[k]
 	}
@@ -450,6 +457,27 @@ func (w *writeRun) verifyDests(ctx context.Context, dests []*dest, prog progress
 }
 
 func (w *writeRun) chunkSize() int64 { return w.o.subJobSize.n }
+
+// giveUp waits until idle is closed and returns false, unless ctx is done
+// first and idle stays open for --interrupt-wait more: then it says it
+// gave up waiting for what and returns true.
+func (w *writeRun) giveUp(ctx context.Context, idle <-chan struct{}, what string) bool {
+	select {
+	case <-idle:
+		return false
+	case <-ctx.Done():
+	}
+	t := time.NewTimer(w.o.interruptWait)
+	defer t.Stop()
+	select {
+	case <-idle:
+		return false
+	case <-t.C:
+		fmt.Fprintf(w.e.stderr, "kcopyd: gave up waiting for the %s after %v (--interrupt-wait)\n", what, w.o.interruptWait)
+		w.abandoned = true
+		return true
+	}
+}
 
 // conclude prints the outcome, fills the JSON report and returns the
 // result.

@@ -78,3 +78,26 @@ func TestInterruptBoundedWait(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyInterruptBoundedWait interrupts verify while its NBD
+// destination does not answer reads: it gives up after --interrupt-wait.
+func TestVerifyInterruptBoundedWait(t *testing.T) {
+	bin := buildBinary(t)
+	const size = 16 << 20
+	src := writeFile(t, t.TempDir(), "src", make([]byte, size))
+	s := nbdtest.Nbdkit(t, "--filter=delay", "memory", strconv.Itoa(size), "delay-read=120")
+	c := startChild(t, bin, "verify", "--progress-interval", "100ms", "--interrupt-wait", "2s", src, s.URI)
+	if !c.waitLine("kcopyd: verify: ", 20*time.Second) {
+		c.wait(0)
+		t.Fatalf("verify did not start within 20 s\n%s", c.output())
+	}
+	if err := c.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if code := c.wait(30 * time.Second); code != exitInterrupted {
+		t.Fatalf("interrupted verify: status %d; want 130 within 30 s\n%s", code, c.output())
+	}
+	if out := c.output(); !strings.Contains(out, "gave up") || strings.Contains(out, "identical") {
+		t.Errorf("output does not say it gave up, or claims identical:\n%s", out)
+	}
+}

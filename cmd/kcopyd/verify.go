@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,6 +25,9 @@ many chunks (--sub-job-size, counted from the region's start) differ.
 The region options are those of "kcopyd copy": --offset (in SOURCE),
 --length (default: to the end of SOURCE), --dest-offset, or --regions FILE
 with "SRC_OFFSET LENGTH DEST_OFFSET" lines.
+
+On SIGINT or SIGTERM verify stops, waits for the reads in flight (at most
+--interrupt-wait) and exits with status 130, never saying "identical".
 
 ` + nbdHelp + `
 
@@ -120,7 +124,7 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 			}
 		}
 	}()
-	res, srcErr, stopped := compareRegions(ctx, src.dev, devs, idx, regions, o.subJobSize.n, o.jobs, &counter)
+	res, srcErr, stopped := compareRegions(ctx, src.dev, devs, idx, regions, o.subJobSize.n, o.jobs, &counter, w.giveUp)
 	close(stopTick)
 	<-tickDone
 	prog.stop()
@@ -213,8 +217,10 @@ type cmpResult struct {
 // added to counter when it is not nil. It returns one result per device
 // and the first read error on src. It stops early when ctx is done, and
 // then returns stopped true: the chunks not compared count as neither
-// equal nor different, so the results prove nothing about identity.
-func compareRegions(ctx context.Context, src device.Device, devs []device.Device, idx []int, regions []region, chunk int64, workers int, counter *atomic.Int64) (res []cmpResult, srcErr error, stopped bool) {
+// equal nor different, so the results prove nothing about identity. Once
+// ctx is done, the reads in flight are waited for as long as giveUp
+// allows (see writeRun.giveUp); then they are left behind.
+func compareRegions(ctx context.Context, src device.Device, devs []device.Device, idx []int, regions []region, chunk int64, workers int, counter *atomic.Int64, giveUp func(ctx context.Context, idle <-chan struct{}, what string) bool) (res []cmpResult, srcErr error, stopped bool) {
 	all := append([]device.Device{src}, devs...)
 	for _, d := range all {
 		if d == nil {
@@ -311,7 +317,16 @@ feed:
 		}
 	}
 	close(items)
-	wg.Wait()
+	idle := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(idle)
+	}()
+	if giveUp(ctx, idle, "reads in flight") {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(res), srcErr, true
+	}
 	return res, srcErr, stopped
 }
 
