@@ -149,15 +149,33 @@ func (r *engineRun) run(ctx context.Context) {
 	}()
 	r.dispatch(ctx, segs)
 	stopPlan()
-	for range segs {
-		// Drain what the planner sent before it saw the cancellation.
+	go func() {
+		for range segs {
+			// Drop what the planner sent before it saw stopPlan.
+		}
+	}()
+	if !r.abandoned {
+		r.waitPlanner(planDone)
 	}
-	<-planDone
 	if ctx.Err() != nil && r.finished+r.pendingCompleted() < r.total() {
 		r.canceled = true
 	}
 	r.prog.set(r.progress(nil))
 	r.settleAll()
+}
+
+// waitPlanner waits until the planner, told to stop, returns: at once,
+// unless it is stuck in an Extents call to a source that does not answer;
+// then at most interruptWait.
+func (r *engineRun) waitPlanner(planDone <-chan struct{}) {
+	t := time.NewTimer(r.interruptWait)
+	defer t.Stop()
+	select {
+	case <-planDone:
+	case <-t.C:
+		r.abandoned = true
+		r.waitNote(fmt.Sprintf("gave up waiting for the allocation map of %s after %v", device.Name(r.src), r.interruptWait))
+	}
 }
 
 // dispatch is run's loop.

@@ -101,3 +101,27 @@ func TestVerifyInterruptBoundedWait(t *testing.T) {
 		t.Errorf("output does not say it gave up, or claims identical:\n%s", out)
 	}
 }
+
+// TestInterruptStalledAllocationMap interrupts a sparse copy whose NBD
+// source does not answer block-status requests: the planner is stuck, and
+// kcopyd must still end within --interrupt-wait.
+func TestInterruptStalledAllocationMap(t *testing.T) {
+	bin := buildBinary(t)
+	const size = 16 << 20
+	s := nbdtest.Nbdkit(t, "--filter=delay", "memory", strconv.Itoa(size), "delay-extents=120")
+	dst := writeFile(t, t.TempDir(), "dst", make([]byte, size))
+	c := startChild(t, bin, "copy", "--progress-interval", "100ms", "--interrupt-wait", "2s", s.URI, dst)
+	if !c.waitLine("kcopyd: copy: ", 20*time.Second) {
+		c.wait(0)
+		t.Fatalf("the copy did not start within 20 s\n%s", c.output())
+	}
+	if err := c.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if code := c.wait(30 * time.Second); code != exitInterrupted {
+		t.Fatalf("interrupted copy: status %d; want 130 within 30 s\n%s", code, c.output())
+	}
+	if out := c.output(); !strings.Contains(out, "allocation map") {
+		t.Errorf("output does not say what it gave up on:\n%s", out)
+	}
+}
