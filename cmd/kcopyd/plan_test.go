@@ -118,6 +118,35 @@ func (c *child) wait(limit time.Duration) int {
 	return 0
 }
 
+// startRunning starts the built binary running the command args[0] with
+// plain progress lines every 100 ms, and waits until the first one shows
+// the command is under way (20 s at most, for a busy machine).
+func startRunning(t *testing.T, args ...string) *child {
+	t.Helper()
+	bin := buildBinary(t)
+	c := startChild(t, bin, append([]string{args[0], "--progress-interval", "100ms"}, args[1:]...)...)
+	if !c.waitLine("kcopyd: "+args[0]+": ", 20*time.Second) {
+		c.wait(0)
+		t.Fatalf("kcopyd %s did not start within 20 s\n%s", args[0], c.output())
+	}
+	return c
+}
+
+// interrupt sends SIGINT to the child and checks that it exits with
+// status 130 within limit. It returns what the child printed.
+func (c *child) interrupt(limit time.Duration) string {
+	c.t.Helper()
+	start := time.Now()
+	if err := c.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		c.t.Fatal(err)
+	}
+	if code := c.wait(limit); code != exitInterrupted {
+		c.t.Fatalf("after SIGINT: status %d after %v; want 130 within %v\n%s", code, time.Since(start).Round(time.Millisecond), limit, c.output())
+	}
+	c.t.Logf("exited %v after SIGINT", time.Since(start).Round(time.Millisecond))
+	return c.output()
+}
+
 // output returns what the child printed; call it after wait.
 func (c *child) output() string {
 	return "stdout: " + c.stdout.String() + "\nstderr: " + strings.Join(c.stderr, "\n")
@@ -129,14 +158,8 @@ func (c *child) output() string {
 // runs, and SIGINT ends it within 10 s with status 130.
 func checkPlanningBounded(t *testing.T, args ...string) {
 	t.Helper()
-	bin := buildBinary(t)
-	c := startChild(t, bin, append([]string{"copy", "--progress-interval", "100ms"}, args...)...)
 	began := time.Now()
-	if !c.waitLine("kcopyd: copy: ", 20*time.Second) {
-		rss := c.rss()
-		c.wait(0)
-		t.Fatalf("no progress within 20 s (planning the whole copy first?), RSS %d MiB\n%s", rss>>20, c.output())
-	}
+	c := startRunning(t, append([]string{"copy"}, args...)...)
 	t.Logf("first progress line after %v", time.Since(began).Round(time.Millisecond))
 	const limit = 100 << 20
 	var peak int64
@@ -151,17 +174,8 @@ func checkPlanningBounded(t *testing.T, args ...string) {
 	if peak > limit {
 		t.Errorf("RSS reached %d MiB; want under %d MiB at any source size", peak>>20, limit>>20)
 	}
-	start := time.Now()
-	if err := c.cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	code := c.wait(10 * time.Second)
-	if code != exitInterrupted {
-		t.Fatalf("after SIGINT: status %d after %v; want 130 within 10 s\n%s", code, time.Since(start).Round(time.Millisecond), c.output())
-	}
-	t.Logf("exited %v after SIGINT", time.Since(start).Round(time.Millisecond))
-	if !strings.Contains(c.output(), "to resume") {
-		t.Errorf("the interrupted copy does not say how to resume:\n%s", c.output())
+	if out := c.interrupt(10 * time.Second); !strings.Contains(out, "to resume") {
+		t.Errorf("the interrupted copy does not say how to resume:\n%s", out)
 	}
 }
 

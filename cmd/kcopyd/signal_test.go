@@ -16,18 +16,15 @@ import (
 // non-interactive shell), and waits until the copy runs.
 func stalledCopy(t *testing.T, ignoreInt bool, extra ...string) *child {
 	t.Helper()
-	bin := buildBinary(t)
 	const size = 16 << 20
 	src := writeFile(t, t.TempDir(), "src", randomBytes(80, size))
 	s := nbdtest.Nbdkit(t, "--filter=delay", "memory", strconv.Itoa(size), "delay-write=120")
-	args := append([]string{"copy", "--no-sparse", "--progress-interval", "100ms"}, extra...)
-	args = append(args, src, s.URI)
-	var c *child
-	if ignoreInt {
-		c = startChild(t, "sh", append([]string{"-c", `trap "" INT; exec "$0" "$@"`, bin}, args...)...)
-	} else {
-		c = startChild(t, bin, args...)
+	args := append(append([]string{"copy", "--no-sparse"}, extra...), src, s.URI)
+	if !ignoreInt {
+		return startRunning(t, args...)
 	}
+	bin := buildBinary(t)
+	c := startChild(t, "sh", append([]string{"-c", `trap "" INT; exec "$0" "$@"`, bin, args[0], "--progress-interval", "100ms"}, args[1:]...)...)
 	if !c.waitLine("kcopyd: copy: ", 20*time.Second) {
 		c.wait(0)
 		t.Fatalf("the copy did not start within 20 s\n%s", c.output())
@@ -61,18 +58,8 @@ func TestSecondInterruptIgnoredAtStart(t *testing.T) {
 // and give up after --interrupt-wait.
 func TestInterruptBoundedWait(t *testing.T) {
 	c := stalledCopy(t, false, "--interrupt-wait", "2s")
-	if err := c.cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	if !c.waitLine("waiting for", 10*time.Second) {
-		c.wait(0)
-		t.Fatalf("no word on what the interrupted copy waits for within 10 s\n%s", c.output())
-	}
-	if code := c.wait(30 * time.Second); code != exitInterrupted {
-		t.Fatalf("interrupted copy: status %d; want 130 within 30 s\n%s", code, c.output())
-	}
-	out := c.output()
-	for _, want := range []string{"nbd+unix://", "gave up", "not flushed", "to resume"} {
+	out := c.interrupt(30 * time.Second)
+	for _, want := range []string{"waiting for 1 job", "nbd+unix://", "gave up", "not flushed", "to resume"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
@@ -82,22 +69,11 @@ func TestInterruptBoundedWait(t *testing.T) {
 // TestVerifyInterruptBoundedWait interrupts verify while its NBD
 // destination does not answer reads: it gives up after --interrupt-wait.
 func TestVerifyInterruptBoundedWait(t *testing.T) {
-	bin := buildBinary(t)
 	const size = 16 << 20
 	src := writeFile(t, t.TempDir(), "src", make([]byte, size))
 	s := nbdtest.Nbdkit(t, "--filter=delay", "memory", strconv.Itoa(size), "delay-read=120")
-	c := startChild(t, bin, "verify", "--progress-interval", "100ms", "--interrupt-wait", "2s", src, s.URI)
-	if !c.waitLine("kcopyd: verify: ", 20*time.Second) {
-		c.wait(0)
-		t.Fatalf("verify did not start within 20 s\n%s", c.output())
-	}
-	if err := c.cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	if code := c.wait(30 * time.Second); code != exitInterrupted {
-		t.Fatalf("interrupted verify: status %d; want 130 within 30 s\n%s", code, c.output())
-	}
-	if out := c.output(); !strings.Contains(out, "gave up") || strings.Contains(out, "identical") {
+	c := startRunning(t, "verify", "--interrupt-wait", "2s", src, s.URI)
+	if out := c.interrupt(30 * time.Second); !strings.Contains(out, "gave up") || strings.Contains(out, "identical") {
 		t.Errorf("output does not say it gave up, or claims identical:\n%s", out)
 	}
 }
@@ -106,22 +82,11 @@ func TestVerifyInterruptBoundedWait(t *testing.T) {
 // source does not answer block-status requests: the planner is stuck, and
 // kcopyd must still end within --interrupt-wait.
 func TestInterruptStalledAllocationMap(t *testing.T) {
-	bin := buildBinary(t)
 	const size = 16 << 20
 	s := nbdtest.Nbdkit(t, "--filter=delay", "memory", strconv.Itoa(size), "delay-extents=120")
 	dst := writeFile(t, t.TempDir(), "dst", make([]byte, size))
-	c := startChild(t, bin, "copy", "--progress-interval", "100ms", "--interrupt-wait", "2s", s.URI, dst)
-	if !c.waitLine("kcopyd: copy: ", 20*time.Second) {
-		c.wait(0)
-		t.Fatalf("the copy did not start within 20 s\n%s", c.output())
-	}
-	if err := c.cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	if code := c.wait(30 * time.Second); code != exitInterrupted {
-		t.Fatalf("interrupted copy: status %d; want 130 within 30 s\n%s", code, c.output())
-	}
-	if out := c.output(); !strings.Contains(out, "allocation map") {
+	c := startRunning(t, "copy", "--interrupt-wait", "2s", s.URI, dst)
+	if out := c.interrupt(30 * time.Second); !strings.Contains(out, "allocation map") {
 		t.Errorf("output does not say what it gave up on:\n%s", out)
 	}
 }
