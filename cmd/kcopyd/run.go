@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -352,6 +353,10 @@ func (o *options) newThrottle() (*kcopyd.Throttle, []byte, error) {
 // (--verify), closes and reports. It returns the command's result.
 func (w *writeRun) execute(ctx context.Context, client *kcopyd.Client, th *kcopyd.Throttle, rateContent []byte, dests []*dest, plan *planner, total int64) error {
 	o := w.o
+	if err := o.sequentialFor(dests, w.e.stderr); err != nil {
+		client.Close()
+		return w.fail(err)
+	}
 	var srcDev device.Device
 	if w.src != nil {
 		srcDev = w.src.dev
@@ -693,4 +698,31 @@ func (w *writeRun) reportDest(r *engineRun, i int, jd *jsonDest) {
 			jd.UnwrittenRanges = append(jd.UnwrittenRanges, [2]int64{rg.dest + u, rg.len - u})
 		}
 	}
+}
+
+// sequentialFor makes a run onto a host-managed zoned destination write the
+// way such a device must be written: in ascending order, one job at a time
+// (--write-seq), and every hole written as zeroes (dest.zeroFrom), so that
+// no gap is left before a zone's write pointer. --ignore-errors cannot be
+// honoured by a sequential writer and is refused before anything is
+// written.
+func (o *options) sequentialFor(dests []*dest, stderr io.Writer) error {
+	var zoned []string
+	for _, d := range dests {
+		if device.LimitsOf(d.loc.dev).Zoned == device.ZoneHostManaged {
+			zoned = append(zoned, d.loc.spec)
+			d.zeroFrom = math.MaxInt64
+		}
+	}
+	if len(zoned) == 0 {
+		return nil
+	}
+	if o.ignoreErrors {
+		return usageErrorf("%s is a host-managed zoned device, written in order: --ignore-errors cannot be used (a sequential writer stops at the first error)", strings.Join(zoned, ", "))
+	}
+	if !o.writeSeq {
+		o.writeSeq = true
+		fmt.Fprintf(stderr, "kcopyd: %s is a host-managed zoned device: writing in ascending order, one region at a time (--write-seq)\n", strings.Join(zoned, ", "))
+	}
+	return nil
 }
