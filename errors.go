@@ -23,7 +23,7 @@ var (
 
 	// ErrLengthMismatch is returned when a destination's length differs
 	// from the source's (or, for Zero, from the first destination's).
-	ErrLengthMismatch = errors.New("kcopyd: destination length differs from the source length")
+	ErrLengthMismatch = errors.New("kcopyd: regions differ in length")
 
 	// ErrOutOfRange is returned when a region has a negative offset or
 	// length, or does not lie inside its device.

@@ -57,6 +57,9 @@ func (c *Client) validate(src *Region, dests []Region, flags Flags) error {
 			return fmt.Errorf("%w: %s is %d bytes, want %d", ErrLengthMismatch, what(i), r.Len, length)
 		}
 		if size := r.Dev.Size(); r.Off < 0 || r.Len < 0 || r.Off > size || r.Len > size-r.Off {
+			if r.Off < 0 || r.Len < 0 {
+				return fmt.Errorf("%w: %s has offset %d and length %d; both must be at least 0", ErrOutOfRange, what(i), r.Off, r.Len)
+			}
 			return fmt.Errorf("%w: %s [%d, +%d) on %s of %d bytes", ErrOutOfRange, what(i), r.Off, r.Len, device.Name(r.Dev), size)
 		}
 		if err := dmio.CheckLimits(r.Dev); err != nil {
