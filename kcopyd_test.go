@@ -29,19 +29,9 @@ import (
 // engine stress run sets it).
 func TestMain(m *testing.M) {
 	n, _ := strconv.Atoi(os.Getenv("KCOPYD_TEST_HOG"))
-	var stop atomic.Bool
-	var wg sync.WaitGroup
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for x := 0; !stop.Load(); x++ {
-			}
-		}()
-	}
+	stop := startHog(n)
 	code := m.Run()
-	stop.Store(true)
-	wg.Wait()
+	stop()
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)

@@ -86,18 +86,20 @@ func (d discard) Close() error { return nil }
 
 // hog keeps n goroutines busy until the test ends, so that the engine's
 // goroutines are preempted at awkward moments.
-func hog(t *testing.T, n int) {
-	var stop atomic.Bool
+func hog(t *testing.T, n int) { t.Cleanup(startHog(n)) }
+
+// startHog starts n goroutines burning CPU and returns a function that
+// stops them and waits for them.
+func startHog(n int) (stop func()) {
+	var done atomic.Bool
 	var wg sync.WaitGroup
 	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for x := 0; !stop.Load(); x++ {
+		wg.Go(func() {
+			for x := 0; !done.Load(); x++ {
 			}
-		}()
+		})
 	}
-	t.Cleanup(func() { stop.Store(true); wg.Wait() })
+	return func() { done.Store(true); wg.Wait() }
 }
 
 // TestChunkOrderUnderContention reproduces finding 1 of the engine-order
