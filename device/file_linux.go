@@ -47,6 +47,15 @@ type FileOptions struct {
 	// WriteBehind bytes per writer), and scattered writes gain nothing.
 	// Default 0: off.
 	WriteBehind int64
+
+	// KeepAllocation makes WriteZeroes zero ranges in place
+	// (FALLOC_FL_ZERO_RANGE), keeping the file's blocks allocated, before
+	// it tries punching a hole; by default it punches holes first, so
+	// zeroed ranges become holes. Zeroing in place is what a wipe wants
+	// (fallocate --zero-range): it frees no blocks, so it triggers no
+	// online discard (the performance issue measured 0.017 s against
+	// 0.32 s for a 2 GiB file on ext4 mounted with discard). Default false.
+	KeepAllocation bool
 }
 
 // File is a device backed by a regular file. I/O is positioned
@@ -72,10 +81,10 @@ type File struct {
 	f    *os.File // the file; opened with O_DIRECT under Direct
 	tail *os.File // non-nil under Direct when size is unaligned: the file without O_DIRECT
 
-	// zeroMode is the fallocate mode WriteZeroes uses next: one of the
-	// zero* constants. It only moves forward, when a mode turns out to be
-	// unsupported.
-	zeroMode atomic.Int32
+	// zeroMode is the step of zeroOrder WriteZeroes uses next. It only
+	// moves forward, when a mode turns out to be unsupported.
+	zeroMode  atomic.Int32
+	keepAlloc bool // FileOptions.KeepAllocation
 	// punchUnsupported is true once the filesystem refused FALLOC_FL_PUNCH_HOLE;
 	// Discard then fails with ErrNotSupported at once.
 	punchUnsupported atomic.Bool
@@ -285,6 +294,7 @@ func newFile(path string, fd *os.File, o FileOptions) (*File, error) {
 		f:        fd,
 		limits:   Limits{LogicalBlockSize: 1},
 	}
+	f.keepAlloc = o.KeepAllocation
 	if !o.ReadOnly {
 		f.limits.MaxWriteZeroes = max(f.size, 1)
 		f.limits.MaxDiscard = max(f.size, 1)
@@ -554,7 +564,8 @@ func (f *File) WriteZeroes(off, length int64) error {
 	}
 	for {
 		var err error
-		switch mode := f.zeroMode.Load(); mode {
+		step := f.zeroMode.Load()
+		switch mode := f.zeroOrder(step); mode {
 		case zeroPunch:
 			err = f.fallocate(unix.FALLOC_FL_PUNCH_HOLE, off, length)
 		case zeroRange:
@@ -568,9 +579,20 @@ func (f *File) WriteZeroes(off, length int64) error {
 		if !isNotSupported(err) {
 			return f.ioError(OpWriteZeroes, off, length, err)
 		}
-		mode := f.zeroMode.Load()
-		f.zeroMode.CompareAndSwap(mode, mode+1)
+		f.zeroMode.CompareAndSwap(step, step+1)
 	}
+}
+
+// zeroOrder returns the fallocate mode of WriteZeroes' step: punch, then
+// zero in place, by default; the other way round under KeepAllocation.
+func (f *File) zeroOrder(step int32) int32 {
+	switch {
+	case step >= zeroNone:
+		return zeroNone
+	case f.keepAlloc:
+		return 1 - step
+	}
+	return step
 }
 
 // Discard implements Discarder by punching a hole: on a File a discarded

@@ -489,3 +489,44 @@ func residentPages(t *testing.T, path string, n int) int {
 	}
 	return count
 }
+
+// TestFileKeepAllocation checks both zeroing orders on a written file: by
+// default WriteZeroes punches a hole (the blocks are freed); with
+// KeepAllocation it zeroes in place (the blocks stay allocated). Both read
+// back as zeroes.
+func TestFileKeepAllocation(t *testing.T) {
+	for _, keep := range []bool{false, true} {
+		path := filepath.Join(t.TempDir(), "f")
+		const n = 4 << 20
+		if err := os.WriteFile(path, bytes.Repeat([]byte{0xab}, n), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		f, err := device.OpenFile(path, device.FileOptions{KeepAllocation: keep})
+		if err != nil {
+			t.Fatal(err)
+		}
+		blocks := func() int64 {
+			var st unix.Stat_t
+			if err := unix.Stat(path, &st); err != nil {
+				t.Fatal(err)
+			}
+			return st.Blocks
+		}
+		f.Flush()
+		before := blocks()
+		if err := f.WriteZeroes(1<<20, 2<<20); err != nil {
+			if errors.Is(err, device.ErrNotSupported) {
+				t.Skipf("%s: %v", path, err)
+			}
+			t.Fatal(err)
+		}
+		after := blocks()
+		if !testutil.CheckZero(t, f, 1<<20, 2<<20) {
+			t.Fatalf("KeepAllocation=%v: zeroed range does not read as zeroes", keep)
+		}
+		f.Close()
+		if freed := after < before; freed == keep {
+			t.Fatalf("KeepAllocation=%v: %d blocks before, %d after zeroing 2 MiB", keep, before, after)
+		}
+	}
+}

@@ -28,6 +28,7 @@ type options struct {
 	subJobSize                 sizeFlag
 	ignoreErrors               bool
 	writeSeq                   bool
+	punchHoles                 bool // zero: files lose the zeroed blocks
 	direct                     bool
 	sparse, noSparse           bool
 	destIsZero                 bool
@@ -82,6 +83,9 @@ func (o *options) register(cmd *cobra.Command, fs flagSet) {
 		f.BoolVar(&o.force, "force", false, "write to block devices even when they are mounted or in use")
 	}
 	f.DurationVar(&o.interruptWait, "interrupt-wait", defaultInterruptWait, "after SIGINT/SIGTERM, wait at most `DURATION` for I/O in flight, then give up on it (and do not flush)")
+	if fs.write && !fs.copy {
+		f.BoolVar(&o.punchHoles, "punch-holes", false, "free the zeroed blocks of files (FALLOC_FL_PUNCH_HOLE) instead of zeroing them in place")
+	}
 	if fs.copy {
 		f.BoolVar(&o.sparse, "sparse", false, "skip source holes and write all-zero chunks as write-zeroes (the default)")
 		f.BoolVar(&o.noSparse, "no-sparse", false, "copy every byte, holes and zeroes included")

@@ -137,6 +137,10 @@ type openMode struct {
 	write  bool
 	direct bool // O_DIRECT; never falls back to buffered I/O
 	force  bool // write to a block device even when it is in use
+	// keepAllocation zeroes files in place rather than punching holes
+	// (kcopyd zero: a wipe keeps the file's allocation, as
+	// fallocate --zero-range does, and frees nothing to discard).
+	keepAllocation bool
 	// nbd configures the NBD client for URL locations; nil means the
 	// flags' defaults.
 	nbd *nbdOptions
@@ -152,7 +156,7 @@ const writeBehind = 4 << 20
 
 // fileOptions returns the options that open a regular file in mode m.
 func (m openMode) fileOptions() device.FileOptions {
-	o := device.FileOptions{ReadOnly: !m.write, Direct: m.direct}
+	o := device.FileOptions{ReadOnly: !m.write, Direct: m.direct, KeepAllocation: m.keepAllocation}
 	if m.write {
 		o.WriteBehind = writeBehind
 	}

@@ -148,7 +148,7 @@ func checkOpenedDuplicates(locs []*location) error {
 
 // openForWrite opens every existing destination for writing.
 func (w *writeRun) openForWrite(ctx context.Context, l *location) error {
-	err := l.open(ctx, openMode{write: true, direct: w.o.direct, force: w.o.force, nbd: &w.o.nbd})
+	err := l.open(ctx, openMode{write: true, direct: w.o.direct, force: w.o.force, nbd: &w.o.nbd, keepAllocation: w.verb == "zero" && !w.o.punchHoles})
 	if err == nil && l.forced {
 		fmt.Fprintf(w.e.stderr, "kcopyd: warning: %s is in use; writing to it anyway (--force)\n", l.spec)
 	}

@@ -13,7 +13,9 @@ import (
 
 const zeroLong = `Zero a region of every DEST (1 to 8) with the kcopyd engine, using each
 device's native write-zeroes where it has one (BLKZEROOUT on block devices,
-punching holes in files, NBD_CMD_WRITE_ZEROES) and writing zeroes otherwise.
+fallocate FALLOC_FL_ZERO_RANGE on files, which keeps their blocks allocated
+and frees nothing (--punch-holes frees them instead), NBD_CMD_WRITE_ZEROES) and writing zeroes otherwise, in
+requests of up to 128 MiB.
 
 The region starts at --offset and is --length bytes long (default: each
 destination to its end). --regions FILE zeroes many regions instead, one
