@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -13,23 +15,37 @@ import (
 // stalledCopy starts the built binary copying to an nbdkit export whose
 // writes take two minutes (the delay filter), through sh when ignoreInt
 // so that kcopyd starts with SIGINT ignored (as "cmd &" does in a
-// non-interactive shell), and waits until the copy runs.
+// non-interactive shell), and waits until a write has reached the server
+// (nbdkit's log filter, in front of the delay, logs it as it starts), so
+// that the interrupt always finds a job in flight.
 func stalledCopy(t *testing.T, ignoreInt bool, extra ...string) *child {
 	t.Helper()
 	const size = 16 << 20
-	src := writeFile(t, t.TempDir(), "src", randomBytes(80, size))
-	s := nbdtest.Nbdkit(t, "--filter=delay", "memory", strconv.Itoa(size), "delay-write=120")
+	dir := t.TempDir()
+	src := writeFile(t, dir, "src", randomBytes(80, size))
+	logfile := filepath.Join(dir, "nbdkit.log")
+	s := nbdtest.Nbdkit(t, "--filter=log", "--filter=delay", "memory", strconv.Itoa(size), "delay-write=120", "logfile="+logfile)
 	args := append(append([]string{"copy", "--no-sparse"}, extra...), src, s.URI)
+	var c *child
 	if !ignoreInt {
-		return startRunning(t, args...)
+		c = startRunning(t, args...)
+	} else {
+		bin := buildBinary(t)
+		c = startChild(t, "sh", append([]string{"-c", `trap "" INT; exec "$0" "$@"`, bin, args[0], "--progress-interval", "100ms"}, args[1:]...)...)
+		if !c.waitLine("kcopyd: copy: ", 20*time.Second) {
+			c.wait(0)
+			t.Fatalf("the copy did not start within 20 s\n%s", c.output())
+		}
 	}
-	bin := buildBinary(t)
-	c := startChild(t, "sh", append([]string{"-c", `trap "" INT; exec "$0" "$@"`, bin, args[0], "--progress-interval", "100ms"}, args[1:]...)...)
-	if !c.waitLine("kcopyd: copy: ", 20*time.Second) {
-		c.wait(0)
-		t.Fatalf("the copy did not start within 20 s\n%s", c.output())
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if b, _ := os.ReadFile(logfile); strings.Contains(string(b), " Write id=") {
+			return c
+		}
+		if time.Now().After(deadline) {
+			c.wait(0)
+			t.Fatalf("no write reached the server within 20 s\n%s", c.output())
+		}
 	}
-	return c
 }
 
 // TestSecondInterruptIgnoredAtStart starts kcopyd with SIGINT ignored
