@@ -27,7 +27,7 @@ type world struct {
 	rw      sync.RWMutex // held for reading by each operation, for writing by the crash
 	ops     atomic.Int64
 	crashAt atomic.Int64 // crash when ops reaches it; 0: never
-	crashed bool  // guarded by rw
+	crashed bool         // guarded by rw
 	devs    []*cacheDev
 	rng     *rand.Rand // tears the caches at the crash; used under rw
 	done    chan struct{}
@@ -47,7 +47,7 @@ type cacheDev struct {
 	w       *world
 	id      string
 	mu      sync.Mutex // guards the fields below between crashes
-	visible []byte // what reads see
+	visible []byte     // what reads see
 	durable []byte
 	pending []write // since the last Flush, in order
 }
