@@ -176,9 +176,16 @@ func (c *Clone) lockRegions(lo, hi int64) *rangeLock {
 			return l
 		}
 		c.mu.Unlock()
+		if lockWaitHook != nil {
+			lockWaitHook(lo, hi)
+		}
 		<-l.done
 	}
 }
+
+// lockWaitHook, when set by a test before any clone is opened, is called
+// when a request starts waiting for a region lock.
+var lockWaitHook func(lo, hi int64)
 
 func (c *Clone) addLockLocked(lo, hi int64) *rangeLock {
 	l := &rangeLock{lo: lo, hi: hi, done: make(chan struct{})}
