@@ -234,10 +234,9 @@ func (r *cloneRun) open(ctx context.Context, args []string, th *kcopyd.Throttle)
 	if r.md, r.mdNew, err = clone.OpenMetadataFile(o.metadata, r.src.dev.Size(), o.regionSize.n); err != nil {
 		return inputError(fmt.Errorf("--metadata: %w", err))
 	}
-	copts := &clone.Options{
-		RegionSize: o.regionSize.n, BatchSize: o.batchSize, Throttle: th,
-		SourceID: r.src.identity(), DestID: r.dst.identity(),
-	}
+	// The metadata records the devices' identities (file device and
+	// inode, block device number, NBD URI).
+	copts := &clone.Options{RegionSize: o.regionSize.n, BatchSize: o.batchSize, Throttle: th}
 	if r.c, err = clone.Open(r.src.dev, r.dst.dev, r.md, copts); err != nil {
 		return inputError(err)
 	}
