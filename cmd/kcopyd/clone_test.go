@@ -137,8 +137,8 @@ func cloneScenario(t *testing.T, bin, srcURL, dst string, want []byte, extra ...
 	}
 	want = bytes.Clone(want)
 	qemuIO(t, p.url,
-		"write -P 0x11 100000 1000",   // part of region 1
-		"write -P 0x22 1M 128k",       // regions 16 and 17, whole
+		"write -P 0x11 100000 1000",    // part of region 1
+		"write -P 0x22 1M 128k",        // regions 16 and 17, whole
 		"write -P 0x33 3000000 200000", // parts of 45 and 48, all of 46 and 47
 		"read -P 0x11 100000 1000", "read -P 0x22 1M 128k", "read -P 0x33 3000000 200000")
 	for _, w := range []struct {
