@@ -102,12 +102,7 @@ func newCloneCmd(e *env) *cobra.Command {
 	f.BoolVar(&o.untilHydrated, "until-hydrated", false, "exit once every region is copied and every client disconnected")
 	f.StringVar(&o.serve.tlsDir, "tls-certificates", "", "require TLS on the export with the server certificate and key in `DIR`")
 	f.BoolVar(&o.serve.tlsVerifyPeer, "tls-verify-peer", false, "require client certificates signed by DIR/ca-cert.pem")
-	f.BoolVar(&o.json, "json", false, "print one JSON object with the clone's status on stdout at exit")
-	f.BoolVarP(&o.quiet, "quiet", "q", false, "no progress display and no summary line")
-	f.DurationVar(&o.progressInterval, "progress-interval", 5*time.Second, "interval of plain progress lines when stderr is not a terminal")
-	_ = f.MarkHidden("progress-interval")
-	o.nbd.register(f)
-	cmd.SetUsageTemplate(groupedUsageTemplate)
+	o.registerCommon(cmd, "print one JSON object with the clone's status on stdout at exit")
 	return cmd
 }
 

@@ -163,15 +163,21 @@ func cloneScenario(t *testing.T, bin, srcURL, dst string, want []byte, extra ...
 	return want
 }
 
+// cloneSetup builds the binary, checks for the NBD tools and writes an
+// 8 MiB SOURCE image of seeded random data into a fresh directory.
+func cloneSetup(t *testing.T, seed uint64) (bin, dir, img string, data []byte) {
+	bin = buildBinary(t)
+	nbdtest.NeedBin(t, "nbdcopy")
+	nbdtest.NeedBin(t, "qemu-io")
+	dir = nbdtest.ShortDir(t)
+	data = randomBytes(seed, 8<<20)
+	return bin, dir, writeFile(t, dir, "src.img", data), data
+}
+
 // TestBinaryClone clones an nbdkit export behind the delay filter (a slow
 // remote store) into a new file.
 func TestBinaryClone(t *testing.T) {
-	bin := buildBinary(t)
-	nbdtest.NeedBin(t, "nbdcopy")
-	nbdtest.NeedBin(t, "qemu-io")
-	dir := nbdtest.ShortDir(t)
-	data := randomBytes(36, 8<<20)
-	img := writeFile(t, dir, "src.img", data)
+	bin, dir, img, data := cloneSetup(t, 36)
 	srv := nbdtest.Nbdkit(t, "--filter=delay", "file", img, "rdelay=2ms")
 	dst := filepath.Join(dir, "dst.img")
 	want := cloneScenario(t, bin, srv.URI, dst, data, "--create")
@@ -185,12 +191,7 @@ func TestBinaryClone(t *testing.T) {
 
 // TestBinaryCloneLoop clones a file onto a loop device.
 func TestBinaryCloneLoop(t *testing.T) {
-	bin := buildBinary(t)
-	nbdtest.NeedBin(t, "nbdcopy")
-	nbdtest.NeedBin(t, "qemu-io")
-	dir := nbdtest.ShortDir(t)
-	data := randomBytes(37, 8<<20)
-	img := writeFile(t, dir, "src.img", data)
+	bin, _, img, data := cloneSetup(t, 37)
 	loop, backing := looptest.NewWithFile(t, 9<<20)
 	want := cloneScenario(t, bin, img, loop, data)
 	if got := readFile(t, backing)[:len(want)]; !bytes.Equal(got, want) {
