@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -286,4 +287,47 @@ func TestLeaks(t *testing.T) {
 		t.Fatalf("second Close = %v; want ErrClosed", err)
 	}
 	_ = context.Background
+}
+
+// TestSparse: zero regions of SOURCE stay holes in a DEST file.
+func TestSparse(t *testing.T) {
+	dir := t.TempDir()
+	const size, rs = 4 << 20, 64 << 10
+	data := make([]byte, size)
+	copy(data[1<<20:], testutil.Pattern(14, 1<<20, 64<<10))
+	writeFile(t, filepath.Join(dir, "src"), data)
+	src, err := device.OpenFile(filepath.Join(dir, "src"), device.FileOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	dst, err := device.CreateFile(filepath.Join(dir, "dst"), size, device.FileOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	testutil.WritePattern(t, dst, 15, 0, size) // allocated, other data
+	md := device.NewMem(clone.MetadataSize(size, rs))
+	c, err := clone.Open(src, dst, md, &clone.Options{RegionSize: rs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitHydrated(t, c)
+	closeClone(t, c)
+	if got := testutil.ReadRange(t, dst, 0, size); !bytes.Equal(got, data) {
+		t.Fatalf("DEST differs at byte %d", testutil.FirstDiff(got, data))
+	}
+	ext, err := dst.Extents(0, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var holes int64
+	for _, e := range ext {
+		if e.Hole {
+			holes += e.Len
+		}
+	}
+	if holes < size-(1<<20) {
+		t.Errorf("DEST has %d bytes of holes; want at least %d (SOURCE has %d zero bytes)", holes, size-(1<<20), size-(64<<10))
+	}
 }

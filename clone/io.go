@@ -222,10 +222,12 @@ func (c *Clone) hydrateNow(regions []int64) error {
 }
 
 // copyRegions submits the copy of regions [r, r+n) to the engine client k.
+// All-zero chunks are written with DEST's write-zeroes (DetectZeroes), so
+// that the holes of a sparse SOURCE stay holes in a DEST file.
 func (c *Clone) copyRegions(ctx context.Context, k *kcopyd.Client, r, n int64) (*kcopyd.Job, error) {
 	off, end := c.regionStart(r), c.regionEnd(r+n-1)
 	return k.Copy(ctx, kcopyd.Region{Dev: c.src, Off: off, Len: end - off},
-		[]kcopyd.Region{{Dev: c.dst, Off: off, Len: end - off}}, 0, nil)
+		[]kcopyd.Region{{Dev: c.dst, Off: off, Len: end - off}}, kcopyd.DetectZeroes, nil)
 }
 
 // copied records the outcome of copying n regions from r: on success they
