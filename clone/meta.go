@@ -244,7 +244,7 @@ func loadMeta(dev device.Device, geo geometry) (*meta, bitmap, error) {
 		if errors.Is(s0.err, ErrNotMetadata) || s0.blank && errors.Is(s1.err, ErrNotMetadata) {
 			return nil, nil, fmt.Errorf("%w: %s", ErrNotMetadata, device.Name(dev))
 		}
-		return nil, nil, fmt.Errorf("metadata %s: no valid slot: slot 0: %v; slot 1: %w", device.Name(dev), s0.err, best.err)
+		return nil, nil, fmt.Errorf("%w: metadata %s has no valid slot (slot 0: %v; slot 1: %v)", ErrMetadataCorrupt, device.Name(dev), s0.err, s1.err)
 	}
 	if err := geo.check(best.geo); err != nil {
 		return nil, nil, fmt.Errorf("metadata %s: %w", device.Name(dev), err)
