@@ -90,7 +90,7 @@ func (c *Clone) nextBatch(from int64, now time.Time) (r, n int64, l *rangeLock) 
 	}
 	n = 1
 	if !c.mu.failed.test(r) {
-		for limit := c.batch.Load(); n < limit && r+n < c.regions; n++ {
+		for limit := c.batchLimit(); n < limit && r+n < c.regions; n++ {
 			x := r + n
 			if c.mu.bits.test(x) || c.mu.failed.test(x) || c.overlapLocked(x, x+1) != nil {
 				break
@@ -99,6 +99,19 @@ func (c *Clone) nextBatch(from int64, now time.Time) (r, n int64, l *rangeLock) 
 	}
 	c.mu.busy += n
 	return r, n, c.addLockLocked(r, r+n)
+}
+
+// batchLimit returns the most regions the next batch may hold: the batch
+// size, and, under a byte rate, what the rate copies in a tenth of a
+// second (at least one region), so that a client request waiting for a
+// region of a throttled batch waits about that long, not for the whole
+// batch at the throttled rate.
+func (c *Clone) batchLimit() int64 {
+	limit := c.batch.Load()
+	if rate := c.opts.Throttle.Rate(); rate > 0 {
+		limit = min(limit, max(1, rate/10/c.rs))
+	}
+	return limit
 }
 
 // failLocked records a failed copy of region r. mu is held.

@@ -36,7 +36,8 @@ type Options struct {
 	// (dm-clone's hydration_batch_size); contiguous unhydrated regions are
 	// batched. Zero means 4 MiB worth of regions (at least 1). A client
 	// write to a region in a running batch waits for the whole batch, so
-	// large batches raise the worst-case write latency.
+	// large batches raise the worst-case write latency; under a byte rate
+	// a batch holds at most what the rate copies in 100 ms.
 	BatchSize int
 
 	// Throttle limits background hydration (on-demand hydration for

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/kcopyd/kcopyd"
 	"github.com/kcopyd/kcopyd/clone"
 	"github.com/kcopyd/kcopyd/device"
 	"github.com/kcopyd/kcopyd/internal/testutil"
@@ -72,5 +73,46 @@ func TestWriteWaitsForHydration(t *testing.T) {
 	}
 	if st := c.Status(); st.CopiedBytes != rs || st.HydratedRegions != 1 {
 		t.Fatalf("Status = %+v; want one region copied and hydrated", st)
+	}
+}
+
+// readSizes records the largest read of a device and signals after n reads.
+type readSizes struct {
+	device.Device
+	mu      sync.Mutex
+	max, n  int
+	enough  chan struct{}
+	reached int
+}
+
+func (d *readSizes) ReadAt(p []byte, off int64) (int, error) {
+	d.mu.Lock()
+	d.max = max(d.max, len(p))
+	if d.n++; d.n == d.reached {
+		close(d.enough)
+	}
+	d.mu.Unlock()
+	return d.Device.ReadAt(p, off)
+}
+
+// TestThrottledBatch: under a byte rate a background batch holds at most
+// what the rate copies in 100 ms, so that client requests do not wait for
+// a whole batch at the throttled rate.
+func TestThrottledBatch(t *testing.T) {
+	const rs = 4 << 10
+	s := newSetup(t, 1<<20, rs, 17)
+	src := &readSizes{Device: s.src, enough: make(chan struct{}), reached: 3}
+	th := kcopyd.NewThrottle(100)
+	th.SetRate(80 << 10) // 8 KiB per 100 ms: 2 regions
+	c, err := clone.Open(src, s.dst, s.md, &clone.Options{RegionSize: rs, BatchSize: 256, Throttle: th})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-src.enough
+	closeClone(t, c)
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	if src.max > 2*rs {
+		t.Fatalf("a background read of %d bytes; want batches of at most %d under the rate", src.max, 2*rs)
 	}
 }
