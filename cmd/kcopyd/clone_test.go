@@ -204,11 +204,7 @@ func TestBinaryCloneLoop(t *testing.T) {
 // --until-hydrated before the end, the metadata committed), and the same
 // command then resumes without copying again what was copied.
 func TestBinaryCloneInterrupt(t *testing.T) {
-	bin := buildBinary(t)
-	nbdtest.NeedBin(t, "qemu-io")
-	dir := nbdtest.ShortDir(t)
-	data := randomBytes(38, 8<<20)
-	img := writeFile(t, dir, "src.img", data)
+	bin, dir, img, data := cloneSetup(t, 38)
 	dst := filepath.Join(dir, "dst.img")
 	args := []string{"--create", "--until-hydrated", img, dst, "--metadata", filepath.Join(dir, "m"), "--socket", filepath.Join(dir, "s")}
 	p := startClone(t, bin, append(args, "--rate", "1M")...)
