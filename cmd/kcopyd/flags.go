@@ -92,7 +92,15 @@ func (o *options) register(cmd *cobra.Command, fs flagSet) {
 		f.BoolVar(&o.destIsZero, "dest-is-zero", false, "the destinations already read as zeroes: do not write holes and zero chunks at all")
 		f.BoolVar(&o.create, "create", false, "create missing destination files, and extend short ones, to the size needed")
 	}
-	f.BoolVar(&o.json, "json", false, "print one JSON object with the results on stdout at the end")
+	o.registerCommon(cmd, "print one JSON object with the results on stdout at the end")
+}
+
+// registerCommon registers the flags every command that opens locations
+// takes: --json (described by jsonHelp), --quiet, the hidden
+// --progress-interval and the NBD client options.
+func (o *options) registerCommon(cmd *cobra.Command, jsonHelp string) {
+	f := cmd.Flags()
+	f.BoolVar(&o.json, "json", false, jsonHelp)
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "no progress display and no summary line")
 	f.DurationVar(&o.progressInterval, "progress-interval", 5*time.Second, "interval of plain progress lines when stderr is not a terminal")
 	_ = f.MarkHidden("progress-interval")

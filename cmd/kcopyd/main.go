@@ -131,5 +131,6 @@ Locations are paths of regular files or block devices, or NBD URLs
 	})
 	root.AddCommand(newCopyCmd(e), newZeroCmd(e), newVerifyCmd(e), newVersionCmd(e))
 	root.AddCommand(newServeCmd(e))
+	root.AddCommand(newCloneCmd(e))
 	return root
 }

@@ -28,7 +28,14 @@ type serveProc struct {
 // once listening.
 func startServe(t *testing.T, bin string, args ...string) *serveProc {
 	t.Helper()
-	p := &serveProc{cmd: exec.Command(bin, append([]string{"serve"}, args...)...)}
+	return startServer(t, bin, append([]string{"serve"}, args...)...)
+}
+
+// startServer starts the binary with a command line that serves (serve,
+// clone) and waits for the URL it prints once listening.
+func startServer(t *testing.T, bin string, args ...string) *serveProc {
+	t.Helper()
+	p := &serveProc{cmd: exec.Command(bin, args...)}
 	p.cmd.Stderr = &p.stderr
 	out, err := p.cmd.StdoutPipe()
 	if err != nil {

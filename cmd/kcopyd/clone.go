@@ -1,0 +1,465 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kcopyd/kcopyd"
+	"github.com/kcopyd/kcopyd/clone"
+	"github.com/kcopyd/kcopyd/device"
+	"github.com/kcopyd/kcopyd/device/nbd/nbdserver"
+)
+
+const cloneLong = `Serve SOURCE over NBD at once while copying it to DEST in the background
+(dm-clone in user space): the export has SOURCE's size; reads of regions not
+copied yet go to SOURCE, writes go to DEST, and the rest of SOURCE is
+copied in ascending order, throttled, yielding to clients. Progress is kept
+in the --metadata FILE, so that after a crash (kill -9, power loss) the same
+command resumes where it stopped, losing no write a client saw flushed.
+
+SOURCE is a file, a block device or an NBD URL; it must not change while
+the clone runs. DEST is a file or block device at least as large as SOURCE
+(--create makes a missing file). The metadata file is created on the first
+run and must belong to the same SOURCE, DEST and region size afterwards.
+
+Regions (--region-size, 4KiB to 1GiB, a power of two; default: the
+metadata's, else 64KiB): a write covering whole regions not copied yet is
+written without copying them; a partial write copies its region first. A
+trim of whole regions marks them copied without copying (their contents are
+then unspecified) and is passed to DEST when it can discard. The metadata is
+committed on every NBD flush and FUA write and at least once a second.
+
+Exactly one of --socket or --listen is required; the export's NBD URL is
+printed on standard output (on standard error with --json). SIGINT or
+SIGTERM stop the clone cleanly at any time: requests in flight are
+answered, DEST is flushed and the metadata committed. With --until-hydrated
+kcopyd exits once every region is copied, the metadata committed and every
+client disconnected.
+
+TLS for the export: --tls-certificates DIR and --tls-verify-peer, as for
+kcopyd serve. The NBD client options apply to an NBD SOURCE.
+
+Exit status:
+  0    stopped (by a signal, or --until-hydrated once hydrated)
+  1    bad usage or input; nothing was written
+  3    the final commit (DEST flush, metadata write) or the listener failed
+  130  interrupted with --until-hydrated before every region was copied;
+       the next run resumes`
+
+const cloneExample = `  # restore a backup from a slow NBD store; use it at once on /run/vm.sock
+  kcopyd clone nbd://backup/vm1 /dev/vg/vm1 --metadata vm1.clone --socket /run/vm.sock
+
+  # clone an image into a new file, 50 MB/s at most, until it is complete
+  kcopyd clone --create --rate 50M --until-hydrated disk.img copy.img \
+      --metadata copy.clone --listen 127.0.0.1:10809`
+
+// cloneShutdownTimeout bounds the wait for requests in flight at exit.
+const cloneShutdownTimeout = 30 * time.Second
+
+// cloneOptions are the flags of kcopyd clone. The throttle, progress and
+// NBD client flags live in the shared options.
+type cloneOptions struct {
+	options
+	serve         serveOptions
+	metadata      string
+	regionSize    sizeFlag
+	batchSize     int
+	untilHydrated bool
+}
+
+func newCloneCmd(e *env) *cobra.Command {
+	o := &cloneOptions{}
+	cmd := &cobra.Command{
+		Use:     "clone [options] SOURCE DEST --metadata FILE (--socket PATH | --listen HOST:PORT)",
+		Short:   "Serve SOURCE over NBD at once while copying it to DEST (dm-clone)",
+		Long:    cloneLong + "\n\n" + nbdHelp,
+		Example: cloneExample,
+		Args:    cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runClone(cmd.Context(), e, o, cmd, args)
+		},
+	}
+	f := cmd.Flags()
+	f.SortFlags = false
+	f.StringVar(&o.metadata, "metadata", "", "keep the clone's progress in `FILE` (created on the first run)")
+	f.StringVar(&o.serve.socket, "socket", "", "serve on the Unix socket `PATH`")
+	f.StringVar(&o.serve.listen, "listen", "", "serve on TCP `HOST:PORT`")
+	f.StringVar(&o.serve.export, "export", "", "export `NAME` (default: the empty name)")
+	f.Var(&o.regionSize, "region-size", "region `SIZE`, a power of two from 4KiB to 1GiB (default: the metadata's, else 64KiB)")
+	f.IntVar(&o.batchSize, "batch-size", 0, "copy at most `N` contiguous regions per background job (default: 4MiB worth)")
+	f.IntVar(&o.throttle, "throttle", 100, "let background copying use the disks at most `PERCENT` of the time (1..100)")
+	f.Var(&o.rate, "rate", "limit background copying to `SIZE` bytes per second (0 = unlimited)")
+	f.StringVar(&o.rateFile, "rate-file", "", "poll `FILE` once a second for a new rate (a SIZE per second, 0 = unlimited)")
+	f.BoolVar(&o.create, "create", false, "create DEST as a file of SOURCE's size when it does not exist")
+	f.BoolVar(&o.untilHydrated, "until-hydrated", false, "exit once every region is copied and every client disconnected")
+	f.StringVar(&o.serve.tlsDir, "tls-certificates", "", "require TLS on the export with the server certificate and key in `DIR`")
+	f.BoolVar(&o.serve.tlsVerifyPeer, "tls-verify-peer", false, "require client certificates signed by DIR/ca-cert.pem")
+	o.registerCommon(cmd, "print one JSON object with the clone's status on stdout at exit")
+	return cmd
+}
+
+// check validates the command line before anything is opened.
+func (o *cloneOptions) check(cmd *cobra.Command, args []string) error {
+	switch {
+	case len(args) != 2:
+		return usageErrorf("clone needs SOURCE and DEST, got %d arguments", len(args))
+	case o.metadata == "":
+		return usageErrorf("clone needs --metadata FILE")
+	case o.throttle < 1 || o.throttle > 100:
+		return usageErrorf("--throttle must be a percentage between 1 and 100, got %d", o.throttle)
+	case o.batchSize < 0:
+		return usageErrorf("--batch-size must be positive")
+	case o.progressInterval <= 0:
+		return usageErrorf("--progress-interval must be positive")
+	}
+	if o.regionSize.set && (o.regionSize.n < clone.MinRegionSize || o.regionSize.n > clone.MaxRegionSize || o.regionSize.n&(o.regionSize.n-1) != 0) {
+		return usageErrorf("--region-size must be a power of two from 4KiB to 1GiB, got %d", o.regionSize.n)
+	}
+	if err := o.serve.check(args[:1]); err != nil {
+		return err
+	}
+	return o.nbd.check(cmd, args[:1])
+}
+
+// cloneRun is one run of kcopyd clone.
+type cloneRun struct {
+	e        *env
+	o        *cloneOptions
+	src, dst *location
+	md       *device.File
+	mdNew    bool // this run created the metadata file
+	c        *clone.Clone
+	url      string
+	start    time.Time
+}
+
+func runClone(ctx context.Context, e *env, o *cloneOptions, cmd *cobra.Command, args []string) error {
+	if err := o.check(cmd, args); err != nil {
+		return err
+	}
+	tc, err := o.serve.tlsConfig()
+	if err != nil {
+		return inputError(err)
+	}
+	th, rateContent, err := o.newThrottle()
+	if err != nil {
+		return err
+	}
+	ln, err := o.serve.listenOn()
+	if err != nil {
+		return inputError(err)
+	}
+	if o.serve.socket != "" {
+		defer os.Remove(o.serve.socket)
+	}
+	r := &cloneRun{e: e, o: o, start: time.Now()}
+	if err := r.open(ctx, args, th); err != nil {
+		ln.Close()
+		return err
+	}
+	srv, err := nbdserver.New(r.c, &nbdserver.Options{
+		Name: o.serve.export, TLSConfig: tc, TLSRequired: tc != nil,
+		Logf: func(format string, args ...any) { fmt.Fprintf(e.stderr, "kcopyd: clone: "+format+"\n", args...) },
+	})
+	if err != nil {
+		ln.Close()
+		return errors.Join(inputError(err), r.undo())
+	}
+	r.url = o.serve.url(ln.Addr(), tc != nil)
+	if o.json {
+		fmt.Fprintf(e.stderr, "kcopyd: clone: serving %s\n", r.url)
+	} else {
+		fmt.Fprintln(e.stdout, r.url)
+	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	if o.rateFile != "" {
+		go watchRateFile(watchCtx, o.rateFile, rateContent, r.c.Throttle(), e.stderr, rateFilePoll)
+	}
+	return r.finish(r.serve(ctx, srv, newCountingListener(ln)))
+}
+
+// open opens SOURCE, DEST (creating it with --create), the metadata and
+// the clone. On error everything it created is removed again: a refused
+// run writes nothing.
+func (r *cloneRun) open(ctx context.Context, args []string, th *kcopyd.Throttle) (err error) {
+	o := r.o
+	if r.src, err = inspectLocation(args[0]); err != nil {
+		return inputError(err)
+	}
+	if r.dst, err = inspectLocation(args[1]); err != nil {
+		return inputError(err)
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, r.undo())
+		}
+	}()
+	if r.dst.kind == locURL {
+		return inputError(fmt.Errorf("%s: DEST must be a file or block device", r.dst.spec))
+	}
+	if err := r.src.open(ctx, openMode{nbd: &o.nbd}); err != nil {
+		return inputError(err)
+	}
+	if !r.dst.exists && !o.create {
+		return inputError(fmt.Errorf("DEST %s does not exist (--create makes it)", r.dst.spec))
+	}
+	if r.dst.identity() == r.src.identity() {
+		return inputError(fmt.Errorf("%s: %w", r.dst.spec, clone.ErrSameDevice))
+	}
+	if r.dst.exists {
+		err = r.dst.open(ctx, openMode{write: true})
+	} else {
+		err = r.dst.create(r.src.dev.Size(), openMode{write: true})
+	}
+	if err != nil {
+		return inputError(err)
+	}
+	if r.dst.dev.Size() < r.src.dev.Size() {
+		return inputError(fmt.Errorf("%w: DEST %s has %d bytes, SOURCE %s has %d", clone.ErrDestTooSmall, r.dst.spec, r.dst.dev.Size(), r.src.spec, r.src.dev.Size()))
+	}
+	if r.md, r.mdNew, err = clone.OpenMetadataFile(o.metadata, r.src.dev.Size(), o.regionSize.n); err != nil {
+		return inputError(fmt.Errorf("--metadata: %w", err))
+	}
+	// The metadata records the devices' identities (file device and
+	// inode, block device number, NBD URI).
+	copts := &clone.Options{RegionSize: o.regionSize.n, BatchSize: o.batchSize, Throttle: th}
+	if r.c, err = clone.Open(r.src.dev, r.dst.dev, r.md, copts); err != nil {
+		return inputError(err)
+	}
+	return nil
+}
+
+// undo closes what open opened and removes what it created.
+func (r *cloneRun) undo() error {
+	var err error
+	if r.c != nil {
+		err = r.c.Close()
+		r.c = nil
+	}
+	if r.md != nil {
+		err = errors.Join(err, r.md.Close())
+		if r.mdNew {
+			err = errors.Join(err, os.Remove(r.o.metadata))
+		}
+		r.md = nil
+	}
+	for _, l := range []*location{r.dst, r.src} {
+		if l != nil {
+			err = errors.Join(err, l.undo())
+		}
+	}
+	return err
+}
+
+// serve serves the clone until a signal, a listener failure, or (with
+// --until-hydrated) hydration and the last client's disconnection; then it
+// answers the requests in flight and closes the clone, which flushes DEST
+// and commits the metadata.
+func (r *cloneRun) serve(ctx context.Context, srv *nbdserver.Server, ln *countingListener) (interrupted bool, err error) {
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	stopProgress := r.progress()
+	var hydrated <-chan struct{}
+	if r.o.untilHydrated {
+		hydrated = r.c.Hydrated()
+	}
+	var serveErr error
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			interrupted = true
+			break wait
+		case serveErr = <-served:
+			break wait
+		case <-hydrated:
+			hydrated = nil // now wait for the clients to leave
+		case <-ln.idleIf(hydrated == nil && r.o.untilHydrated):
+			break wait
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), cloneShutdownTimeout)
+	defer cancel()
+	if srv.Shutdown(sctx) != nil {
+		fmt.Fprintf(r.e.stderr, "kcopyd: clone: requests still in flight after %v were dropped\n", cloneShutdownTimeout)
+	}
+	if serveErr == nil {
+		serveErr = <-served
+	}
+	stopProgress()
+	if errors.Is(serveErr, nbdserver.ErrServerClosed) {
+		serveErr = nil
+	}
+	return interrupted, serveErr
+}
+
+// finish closes the clone and the devices, reports, and returns the exit
+// status.
+func (r *cloneRun) finish(interrupted bool, serveErr error) error {
+	closeErr := errors.Join(r.c.Close(), r.md.Close(), r.dst.close(), r.src.close())
+	st := r.c.Status()
+	if !r.o.quiet {
+		fmt.Fprintln(r.e.stderr, "kcopyd: clone: "+statusLine(st))
+	}
+	var err error
+	switch {
+	case closeErr != nil:
+		err = &exitError{code: exitWriteError, err: fmt.Errorf("clone: closing: %w", closeErr)}
+	case serveErr != nil:
+		err = &exitError{code: exitWriteError, err: serveErr}
+	case interrupted && r.o.untilHydrated && !st.Done:
+		err = &exitError{code: exitInterrupted, err: errors.New("interrupted before every region was copied; run the same command again to resume")}
+	}
+	if r.o.json {
+		if jerr := r.report(st, err); jerr != nil && err == nil {
+			err = &exitError{code: exitWriteError, err: jerr}
+		}
+	}
+	return err
+}
+
+// cloneReport is the --json output.
+type cloneReport struct {
+	Source   string  `json:"source"`
+	Dest     string  `json:"dest"`
+	Metadata string  `json:"metadata"`
+	URL      string  `json:"url"`
+	Seconds  float64 `json:"seconds"`
+	clone.Status
+	Error *string `json:"error"`
+}
+
+func (r *cloneRun) report(st clone.Status, err error) error {
+	rep := cloneReport{
+		Source: r.src.spec, Dest: r.dst.spec, Metadata: r.o.metadata, URL: r.url,
+		Seconds: time.Since(r.start).Seconds(), Status: st, Error: errPtr(err),
+	}
+	enc := json.NewEncoder(r.e.stdout)
+	return enc.Encode(rep)
+}
+
+// statusLine describes a clone's progress in one line.
+func statusLine(st clone.Status) string {
+	s := fmt.Sprintf("%s of %s hydrated (%.1f%%)", humanSize(float64(st.HydratedBytes)), humanSize(float64(st.Size)), 100*float64(st.HydratedBytes)/float64(st.Size))
+	if st.Rate > 0 && !st.Done {
+		eta := time.Duration(float64(st.Size-st.HydratedBytes) / st.Rate * float64(time.Second)).Round(time.Second)
+		s += fmt.Sprintf(", %s/s, ETA %s", humanSize(st.Rate), eta)
+	}
+	if st.FailedRegions > 0 {
+		s += fmt.Sprintf(", %d regions failed to copy (retrying): %s", st.FailedRegions, st.LastError)
+	}
+	if st.Done {
+		s += ", complete"
+	}
+	return s
+}
+
+// progress shows the clone's progress until the returned function is
+// called: a line rewritten in place on a terminal, a line every
+// --progress-interval otherwise, nothing with --quiet.
+func (r *cloneRun) progress() (stop func()) {
+	if r.o.quiet {
+		return func() {}
+	}
+	tty := isTerminal(r.e.stderr)
+	interval := r.o.progressInterval
+	if tty {
+		interval = time.Second
+	}
+	quit := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				if tty {
+					fmt.Fprint(r.e.stderr, "\r\033[K")
+				}
+				return
+			case <-t.C:
+			}
+			if line := "kcopyd: clone: " + statusLine(r.c.Status()); tty {
+				fmt.Fprint(r.e.stderr, "\r\033[K"+line)
+			} else {
+				fmt.Fprintln(r.e.stderr, line)
+			}
+		}
+	}()
+	return func() { close(quit); wg.Wait() }
+}
+
+// countingListener counts the connections it accepted that are still
+// open, so that --until-hydrated can wait for the last client to leave.
+type countingListener struct {
+	net.Listener
+	mu   sync.Mutex
+	open int
+	idle chan struct{} // closed while open == 0
+}
+
+func newCountingListener(l net.Listener) *countingListener {
+	c := &countingListener{Listener: l, idle: make(chan struct{})}
+	close(c.idle)
+	return c
+}
+
+// Accept implements net.Listener.
+func (l *countingListener) Accept() (net.Conn, error) {
+	nc, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.open == 0 {
+		l.idle = make(chan struct{})
+	}
+	l.open++
+	return &countedConn{Conn: nc, l: l}, nil
+}
+
+func (l *countingListener) done() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.open--; l.open == 0 {
+		close(l.idle)
+	}
+}
+
+// idleIf returns a channel closed while no connection is open, or nil
+// (which blocks forever in a select) when cond is false.
+func (l *countingListener) idleIf(cond bool) <-chan struct{} {
+	if !cond {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.idle
+}
+
+// countedConn tells its listener when it is closed, once.
+type countedConn struct {
+	net.Conn
+	l    *countingListener
+	once sync.Once
+}
+
+// Close implements net.Conn.
+func (c *countedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.l.done)
+	return err
+}
