@@ -200,6 +200,12 @@ func runCopy(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 	if ext, ok := src.dev.(device.Extenter); ok && !o.noSparse {
 		plan.ext = ext
 	}
+	if err := w.setupMap(src, dests); err != nil {
+		return w.fail(err)
+	}
+	if w.pm.complete() {
+		return w.mapNoop()
+	}
 	clientClosed = true
 	return w.execute(ctx, client, th, rateContent, dests, plan, total)
 }

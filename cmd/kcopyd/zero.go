@@ -154,6 +154,14 @@ func runZero(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 	for i, l := range locs {
 		dests[i] = &dest{loc: l, zeroFrom: knownZeroFrom(l, false)}
 	}
+	if err := w.setupMap(nil, dests); err != nil {
+		client.Close()
+		return w.fail(err)
+	}
+	if w.pm.complete() {
+		client.Close()
+		return w.mapNoop()
+	}
 	plan := &planner{kind: segZero, regions: regions, dests: dests, align: 1}
 	return w.execute(ctx, client, th, rateContent, dests, plan, total)
 }
