@@ -20,9 +20,10 @@ const (
 	checkpointBytes           = 256 << 20
 )
 
-// mapSegMax bounds a segment of a --map run: a range is recorded when its
-// engine job finishes, so smaller jobs lose less work to a crash.
-const mapSegMax = 64 << 20
+// mapSegChunks bounds a segment of a --map run, in chunks (--sub-job-size):
+// a range is recorded when its engine job finishes, so smaller jobs lose
+// less work to a crash.
+const mapSegChunks = 16
 
 // progressMap is the --map state of a copy or zero run.
 type progressMap struct {
@@ -32,6 +33,7 @@ type progressMap struct {
 	regions []region
 	base    []int64         // job offset of each region
 	snap    []mapfile.Range // the map when the run started: what to plan
+	segMax  int64           // the longest segment to plan
 	fresh   bool            // the map was created by this run
 	last    time.Time       // the last checkpoint
 	saveErr error           // the first failed checkpoint
@@ -81,7 +83,7 @@ func (w *writeRun) setupMap(src *location, dests []*dest) error {
 	if err != nil {
 		return inputError(fmt.Errorf("--map %s: %w; nothing was written (give another --map FILE for this %s)", o.mapFile, err, w.verb))
 	}
-	pm := &progressMap{path: o.mapFile, m: m, ck: mapfile.NewCheckpointer(m, o.mapFile), regions: w.regions, fresh: fresh, last: time.Now()}
+	pm := &progressMap{path: o.mapFile, m: m, ck: mapfile.NewCheckpointer(m, o.mapFile), regions: w.regions, fresh: fresh, last: time.Now(), segMax: mapSegChunks * w.chunkSize()}
 	var off int64
 	for _, rg := range w.regions {
 		pm.base = append(pm.base, off)
@@ -114,9 +116,8 @@ func (pm *progressMap) complete() bool { return pm != nil && !pm.fresh && pm.m.C
 func (w *writeRun) mapNoop() error {
 	w.closeAll(false)
 	done, _, _ := w.pm.m.Counts()
-	if !w.o.quiet {
-		fmt.Fprintf(w.e.stderr, "kcopyd: --map %s: the %s is complete already (%d bytes); nothing to do\n", w.pm.path, w.verb, done)
-	}
+	// Said even under --quiet: the run did nothing.
+	fmt.Fprintf(w.e.stderr, "kcopyd: --map %s: the %s is complete already (%d bytes); nothing to do\n", w.pm.path, w.verb, done)
 	w.rep.Map = w.pm.json()
 	return w.report(exitOK, nil)
 }
@@ -139,7 +140,7 @@ func (pm *progressMap) split(s *segment, emit func(*segment) bool) bool {
 			p.src, p.dest = s.src+lo-off, s.dest+lo-off
 			switch r.State {
 			case mapfile.Untried:
-				n = min(n, mapSegMax)
+				n = min(n, pm.segMax)
 			case mapfile.Done:
 				p.kind, p.dests = segSkip, nil
 			default:
