@@ -408,3 +408,38 @@ func TestMapBadOptions(t *testing.T) {
 		t.Error("a refused run created the map")
 	}
 }
+
+// TestMapInterruptCheckpoint interrupts a --map copy whose periodic
+// checkpoints are too far apart to happen: what the map calls done then
+// comes from the checkpoint made after SIGINT, once the chunks in flight
+// finished. The rerun completes the copy.
+func TestMapInterruptCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	writeSparseSource(t, src, 41, 64<<20)
+	dst := filepath.Join(dir, "dst")
+	mp := filepath.Join(dir, "m.map")
+	args := []string{"copy", "--map", mp, "--create", "--rate", "16M", "--sub-job-size", "256K", "--checkpoint-interval", "1h", src, dst}
+	c := startRunning(t, args...)
+	// At least a MiB written: some jobs are under way or done.
+	if !c.waitLine(" MiB of ", 20*time.Second) {
+		t.Fatalf("no progress within 20 s\n%s", c.output())
+	}
+	out := c.interrupt(20 * time.Second)
+	if !strings.Contains(out, "rerun the same command") {
+		t.Errorf("the interrupted run does not say how to resume:\n%s", out)
+	}
+	m := checkDoneRanges(t, mp, src, []string{dst})
+	if m == nil {
+		t.Fatal("no map after the interrupt")
+	}
+	if done, _, _ := m.Counts(); done == 0 {
+		t.Errorf("the map has nothing done after the interrupt:\n%s", out)
+	}
+	if r := runBinary(t, buildBinary(t), args...); r.code != 0 {
+		t.Fatal(r)
+	}
+	if fingerprint(t, dst) != fingerprint(t, src) {
+		t.Error("the destination differs from the source after the resumed run")
+	}
+}
