@@ -193,28 +193,42 @@ func crashResume(t *testing.T, bin string, seed uint64, kills int, maxDelay time
 	}
 }
 
+// crashSetup prepares a crash test: the binary, the seed, the size (small
+// under -short), and in a fresh directory a source file "src" and a file
+// "other" of as many bytes of other data, both with holes.
+func crashSetup(t *testing.T, size, shortSize int64) (bin string, seed uint64, n int64, dir string) {
+	t.Helper()
+	bin, seed, n = kcopydBinary(t), mapSeed(t), size
+	if testing.Short() {
+		n = shortSize
+	}
+	dir = t.TempDir()
+	writeSparseSource(t, filepath.Join(dir, "src"), seed, n)
+	writeSparseSource(t, filepath.Join(dir, "other"), seed+1, n) // holes must be zeroed on it
+	return bin, seed, n, dir
+}
+
+// crashKills is the number of kills of a crash test.
+func crashKills() int {
+	if testing.Short() {
+		return 5
+	}
+	return 20
+}
+
 // TestMapResumeCrash copies a 1 GiB file with holes to two destinations
 // (one created, one full of other data), kills the copy with SIGKILL at
 // 20 seeded random moments, reruns it with the same --map each time, and
 // checks after every kill that each range the map calls done is on both
 // destinations, and at the end that both equal the source.
 func TestMapResumeCrash(t *testing.T) {
-	bin := kcopydBinary(t)
-	seed := mapSeed(t)
-	size, kills := int64(1<<30), 20
-	if testing.Short() {
-		size, kills = 128<<20, 5
-	}
-	dir := t.TempDir()
-	src := filepath.Join(dir, "src")
-	writeSparseSource(t, src, seed, size)
-	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
-	writeSparseSource(t, b, seed+1, size) // other data, so holes must be zeroed on it
+	bin, seed, size, dir := crashSetup(t, 1<<30, 128<<20)
+	src, a, b := filepath.Join(dir, "src"), filepath.Join(dir, "a"), filepath.Join(dir, "other")
 	mp := filepath.Join(dir, "copy.map")
 	// About 16 s of copying in all, in jobs of 4 MiB (16 chunks), so
 	// that each killed run gets some of it done.
 	rate := strconv.FormatInt(size/16, 10)
-	crashResume(t, bin, seed, kills, 1500*time.Millisecond, mp, src, []string{a, b},
+	crashResume(t, bin, seed, crashKills(), 1500*time.Millisecond, mp, src, []string{a, b},
 		"copy", "-q", "--map", mp, "--create", "--rate", rate, "--sub-job-size", "256K", "--checkpoint-interval", "200ms", src, a, b)
 }
 
@@ -222,22 +236,12 @@ func TestMapResumeCrash(t *testing.T) {
 // nbdkit file export (its flush is an fdatasync on the server) and one
 // local file.
 func TestMapResumeCrashNBD(t *testing.T) {
-	bin := kcopydBinary(t)
-	seed := mapSeed(t)
-	size, kills := int64(256<<20), 20
-	if testing.Short() {
-		size, kills = 64<<20, 5
-	}
-	dir := t.TempDir()
-	src := filepath.Join(dir, "src")
-	writeSparseSource(t, src, seed, size)
-	backing := filepath.Join(dir, "backing")
-	writeSparseSource(t, backing, seed+1, size)
+	bin, seed, size, dir := crashSetup(t, 256<<20, 64<<20)
+	src, backing, local := filepath.Join(dir, "src"), filepath.Join(dir, "other"), filepath.Join(dir, "local")
 	srv := nbdtest.Nbdkit(t, "file", backing)
-	local := filepath.Join(dir, "local")
 	mp := filepath.Join(dir, "copy.map")
 	rate := strconv.FormatInt(size/12, 10)
-	crashResume(t, bin, seed, kills, 1200*time.Millisecond, mp, src, []string{backing, local},
+	crashResume(t, bin, seed, crashKills(), 1200*time.Millisecond, mp, src, []string{backing, local},
 		"copy", "-q", "--map", mp, "--create", "--rate", rate, "--sub-job-size", "256K", "--checkpoint-interval", "200ms", src, srv.URI, local)
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -129,7 +130,7 @@ func (pm *progressMap) split(s *segment, emit func(*segment) bool) bool {
 	off := pm.jobOff(s, s.dest-pm.regions[s.reg].dest)
 	end := off + s.len
 	i, _ := slices.BinarySearchFunc(pm.snap, off, func(r mapfile.Range, off int64) int {
-		return cmpInt64(r.End(), off+1)
+		return cmp.Compare(r.End(), off+1)
 	})
 	for ; i < len(pm.snap) && pm.snap[i].Off < end; i++ {
 		r := pm.snap[i]
@@ -154,16 +155,6 @@ func (pm *progressMap) split(s *segment, emit func(*segment) bool) bool {
 		}
 	}
 	return true
-}
-
-func cmpInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // jobOff returns the job offset of byte rel of segment s's region.

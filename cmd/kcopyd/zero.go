@@ -28,7 +28,9 @@ G or GiB, T or TiB (powers of 1024), or s (512-byte sectors).
 Everything is checked and opened before the first write (see "kcopyd copy
 --help"); mounted block devices are refused unless --force. Destinations
 are flushed before success is reported (--no-flush skips this); --verify
-reads them back and checks that they read zeroes.
+reads them back and checks that they read zeroes. --map FILE keeps the
+progress in FILE, as for "kcopyd copy --help": a rerun zeroes only what is
+not done yet.
 
 ` + nbdHelp + `
 
