@@ -48,6 +48,11 @@ flight (at most --interrupt-wait, saying what it waits for), flushes, and
 reports how many bytes from the start of the region are complete, with the
 options to resume. A second signal ends it at once.
 
+--map FILE keeps the progress in FILE: rerun the same command with the same
+map after a crash, kill or interrupt, and only what is not done yet is
+copied (a map of another job is refused). Ranges that failed are not tried
+again unless --retry-failed is given.
+
 ` + nbdHelp + `
 
 ` + exitStatusHelp
@@ -199,6 +204,12 @@ func runCopy(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 	plan := &planner{kind: segCopy, regions: regions, dests: dests, align: devAlign}
 	if ext, ok := src.dev.(device.Extenter); ok && !o.noSparse {
 		plan.ext = ext
+	}
+	if err := w.setupMap(src, dests); err != nil {
+		return w.fail(err)
+	}
+	if w.pm.complete() {
+		return w.mapNoop()
 	}
 	clientClosed = true
 	return w.execute(ctx, client, th, rateContent, dests, plan, total)

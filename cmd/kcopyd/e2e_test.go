@@ -29,12 +29,19 @@ var built struct {
 	err  error
 }
 
-// buildBinary builds kcopyd once per test process and returns its path.
+// buildBinary builds kcopyd once per test process and returns its path;
+// the test is skipped under -short.
 func buildBinary(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end test: skipped under -short")
 	}
+	return kcopydBinary(t)
+}
+
+// kcopydBinary is buildBinary for tests that run, smaller, under -short.
+func kcopydBinary(t *testing.T) string {
+	t.Helper()
 	built.once.Do(func() {
 		built.dir, built.err = os.MkdirTemp("", "kcopyd-bin")
 		if built.err != nil {

@@ -40,6 +40,9 @@ type options struct {
 	quiet                      bool
 	progressInterval           time.Duration
 	interruptWait              time.Duration
+	mapFile                    string
+	retryFailed                bool
+	checkpointInterval         time.Duration
 	nbd                        nbdOptions
 }
 
@@ -81,6 +84,10 @@ func (o *options) register(cmd *cobra.Command, fs flagSet) {
 		f.BoolVar(&o.noFlush, "no-flush", false, "do not flush the destinations' caches before reporting success")
 		f.BoolVar(&o.verify, "verify", false, "after writing, read every destination back and compare")
 		f.BoolVar(&o.force, "force", false, "write to block devices even when they are mounted or in use")
+		f.StringVar(&o.mapFile, "map", "", "keep the progress in `FILE` and resume from it: a rerun copies only what is not done yet")
+		f.BoolVar(&o.retryFailed, "retry-failed", false, "with --map, try the ranges that failed in an earlier run again")
+		f.DurationVar(&o.checkpointInterval, "checkpoint-interval", defaultCheckpointInterval, "with --map, flush and save the map at least this often")
+		_ = f.MarkHidden("checkpoint-interval")
 	}
 	f.DurationVar(&o.interruptWait, "interrupt-wait", defaultInterruptWait, "after SIGINT/SIGTERM, wait at most `DURATION` for I/O in flight, then give up on it (and do not flush)")
 	if fs.write && !fs.copy {
@@ -141,6 +148,15 @@ func (o *options) check(cmd *cobra.Command, specs []string) error {
 	}
 	if o.writeSeq && o.ignoreErrors {
 		return usageErrorf("--write-seq cannot be combined with --ignore-errors (a sequential writer stops at the first error)")
+	}
+	if o.retryFailed && o.mapFile == "" {
+		return usageErrorf("--retry-failed needs --map FILE (the map says what failed)")
+	}
+	if o.mapFile != "" && o.noFlush {
+		return usageErrorf("--map cannot be combined with --no-flush: a range is recorded as done only after it was flushed")
+	}
+	if o.mapFile != "" && o.checkpointInterval <= 0 {
+		return usageErrorf("--checkpoint-interval must be positive")
 	}
 	if o.interruptWait < 0 {
 		return usageErrorf("--interrupt-wait must not be negative")

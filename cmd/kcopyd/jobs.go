@@ -22,10 +22,11 @@ type dest struct {
 	// math.MaxInt64 otherwise.
 	zeroFrom int64
 
-	dropped bool           // a write failed: later jobs leave it out (not under --ignore-errors)
-	errs    []error        // write, zeroing, flush and close errors
-	ranges  []kcopyd.Range // destination byte ranges that did not receive the right data
-	cmp     *cmpResult     // --verify result
+	flushFailed bool           // a flush failed: it is not tried again
+	dropped     bool           // a write failed: later jobs leave it out (not under --ignore-errors)
+	errs        []error        // write, zeroing, flush and close errors
+	ranges      []kcopyd.Range // destination byte ranges that did not receive the right data
+	cmp         *cmpResult     // --verify result
 }
 
 // failed reports whether anything went wrong on d.
@@ -48,7 +49,10 @@ type segment struct {
 	len       int64
 	kind      segKind
 	dests     []int // destinations the segment is for, by index
-	completed int64 // bytes from the segment's start known complete on its live destinations
+	// failedBefore marks a skipped segment that failed in an earlier run
+	// (--map): it is not complete.
+	failedBefore bool
+	completed    int64 // bytes from the segment's start known complete on its live destinations
 
 	started bool  // a task was submitted, or the segment needs none
 	active  bool  // a task is in flight or queued for it
@@ -95,6 +99,9 @@ type engineRun struct {
 	// is done; waitNote says, after a second of it, what is awaited.
 	interruptWait time.Duration
 	waitNote      func(string)
+	// pm is the --map state, or nil; ckInterval its checkpoint interval.
+	pm         *progressMap
+	ckInterval time.Duration
 
 	readErr     error          // first source read error
 	readRanges  []kcopyd.Range // unreadable source ranges (--ignore-errors)
@@ -225,6 +232,7 @@ func (r *engineRun) dispatch(ctx context.Context, segs <-chan *segment) {
 				retries = append(retries, retry)
 			}
 			stopping = stopping || stop
+			r.maybeCheckpoint()
 		case <-ctxDone:
 			ctxDone = nil
 			r.canceled = true
@@ -239,6 +247,7 @@ func (r *engineRun) dispatch(ctx context.Context, segs <-chan *segment) {
 			return
 		case <-tick.C:
 			r.prog.set(r.progress(inflight))
+			r.maybeCheckpoint()
 		}
 	}
 }
@@ -273,7 +282,14 @@ func (r *engineRun) take(ctx context.Context, seg *segment, done chan<- *task, i
 	r.planned[seg.reg] = seg.dest - r.regions[seg.reg].dest + seg.len
 	seg.started = true
 	if seg.kind == segSkip {
-		seg.completed = seg.len
+		if !seg.failedBefore {
+			seg.completed = seg.len
+			if r.pm != nil {
+				// Nothing to write: a hole on destinations that read
+				// zeroes there, or a range done before.
+				r.pm.ck.Add(r.pm.jobOff(seg, seg.dest-r.regions[seg.reg].dest), seg.len)
+			}
+		}
 		r.settle(seg.reg)
 		return true
 	}
@@ -358,6 +374,9 @@ func (r *engineRun) taskDone(t *task) (retry *task, stop bool) {
 func (r *engineRun) finish(t *task) (retry *task, stop bool) {
 	seg := t.seg
 	if t.err == nil {
+		if r.pm != nil {
+			r.record(t, nil)
+		}
 		seg.completed = seg.len
 		return nil, false
 	}
@@ -365,6 +384,9 @@ func (r *engineRun) finish(t *task) (retry *task, stop bool) {
 	if !errors.As(t.err, &je) {
 		r.internalErr = t.err
 		return nil, true
+	}
+	if r.pm != nil {
+		r.record(t, je)
 	}
 	length := seg.len - t.off
 	good := t.off + min(je.Completed, length)
@@ -524,6 +546,9 @@ func (r *engineRun) account(s *segment) {
 			continue
 		}
 		good := s.len // nothing to do for i: it reads zeroes there
+		if s.failedBefore {
+			good = 0
+		}
 		if mine {
 			good = 0 // dropped before the segment started
 			if live {
@@ -575,10 +600,22 @@ func (r *engineRun) unwrittenFrom(i int) []int64 {
 
 // flush flushes every destination that has a volatile cache. Errors are
 // recorded on the destination.
-func (r *engineRun) flush() {
+func (r *engineRun) flush() { _ = r.flushErr() }
+
+// flushErr is flush, returning an error when a destination is not known
+// durable: its flush failed, now or before (it is not tried again: after
+// a failed fsync a later one may succeed without the lost writes).
+func (r *engineRun) flushErr() error {
+	var errs []error
 	for i, d := range r.dests {
+		if d.flushFailed {
+			errs = append(errs, fmt.Errorf("%s: an earlier flush failed", d.loc.spec))
+			continue
+		}
 		if f, ok := d.loc.dev.(device.Flusher); ok {
 			if err := f.Flush(); err != nil {
+				d.flushFailed = true
+				errs = append(errs, fmt.Errorf("%s: %w", d.loc.spec, err))
 				d.errs = append(d.errs, fmt.Errorf("flush: %w", err))
 				if !d.dropped {
 					d.dropped = true
@@ -587,6 +624,7 @@ func (r *engineRun) flush() {
 			}
 		}
 	}
+	return errors.Join(errs...)
 }
 
 // knownZeroFrom returns the dest's zeroFrom for a location.

@@ -34,6 +34,9 @@ type planner struct {
 	// of that region is copied byte for byte. Called on the planner's
 	// goroutine.
 	warn func(string)
+	// pm, under --map, cuts the segments by the map's state: only untried
+	// ranges are run.
+	pm *progressMap
 }
 
 // run sends the segments of every region, in order, on out, and closes
@@ -47,6 +50,10 @@ func (p *planner) run(ctx context.Context, out chan<- *segment) {
 		case <-ctx.Done():
 			return false
 		}
+	}
+	if p.pm != nil {
+		plain := emit
+		emit = func(s *segment) bool { return p.pm.split(s, plain) }
 	}
 	for ri, rg := range p.regions {
 		if rg.len == 0 {

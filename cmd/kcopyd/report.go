@@ -47,6 +47,18 @@ type jsonReport struct {
 	Error        *string    `json:"error"`
 	Destinations []jsonDest `json:"destinations"`
 	Warnings     []string   `json:"warnings,omitempty"`
+	// Map is the --map file and its counts at the end of the run.
+	Map *jsonMap `json:"map,omitempty"`
+}
+
+// jsonMap is the --map part of a jsonReport: the file and its bytes done,
+// failed and untried at the end of the run.
+type jsonMap struct {
+	Path     string `json:"path"`
+	Done     int64  `json:"done"`
+	Failed   int64  `json:"failed"`
+	Untried  int64  `json:"untried"`
+	Complete bool   `json:"complete"`
 }
 
 // jsonDest is one destination in a jsonReport, in argument order.

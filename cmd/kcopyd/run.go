@@ -40,8 +40,9 @@ type writeRun struct {
 	locs    []*location
 	regions []region
 	rep     jsonReport
-	prepped bool       // files were created or grown: undo on a failure before the first write
-	warnMu  sync.Mutex // guards rep.Warnings while the planner runs
+	prepped bool         // files were created or grown: undo on a failure before the first write
+	warnMu  sync.Mutex   // guards rep.Warnings while the planner runs
+	pm      *progressMap // --map, or nil
 	// abandoned is set when an interrupted run gave up on I/O in flight:
 	// closing the locations would wait for it, so they are left open.
 	abandoned bool
@@ -393,7 +394,9 @@ func (w *writeRun) execute(ctx context.Context, client *kcopyd.Client, th *kcopy
 		maxJobs: o.inFlight(), flags: flags, sparse: w.src != nil && !o.noSparse,
 		ignore: o.ignoreErrors, prog: prog, interruptWait: o.interruptWait,
 		waitNote: func(s string) { fmt.Fprintf(msgs, "kcopyd: %s\n", s) },
+		pm:       w.pm, ckInterval: o.checkpointInterval,
 	}
+	plan.pm = w.pm
 	r.run(ctx)
 	stopWatch()
 	watchWG.Wait()
@@ -407,7 +410,12 @@ func (w *writeRun) execute(ctx context.Context, client *kcopyd.Client, th *kcopy
 	}
 	closeErr := client.Close()
 
-	if !o.noFlush {
+	switch {
+	case w.pm != nil:
+		// The final checkpoint, also after an interrupt: the jobs in
+		// flight have finished.
+		r.checkpoint()
+	case !o.noFlush:
 		r.flush()
 	}
 	var v verifyOutcome
@@ -564,6 +572,7 @@ func (w *writeRun) conclude(r *engineRun, dests []*dest, total int64, v verifyOu
 		code = exitVerify
 		err = errors.New("verify found a difference")
 	}
+	code, err = w.concludeMap(code, err)
 	if r.canceled || code == exitReadError && r.readErr != nil && !o.ignoreErrors {
 		w.printResume(out, prefixes, nil)
 	}
@@ -632,6 +641,12 @@ func plural(n int) string {
 // printResume tells how far an interrupted or failed run got and how to
 // resume it: on every destination when dest is nil, else on dest alone.
 func (w *writeRun) printResume(out io.Writer, prefixes []int64, dest *dest) {
+	if w.pm != nil {
+		if dest == nil {
+			fmt.Fprintf(out, "kcopyd: to resume, run the same command again: --map %s says what is left\n", w.pm.path)
+		}
+		return
+	}
 	who, args, what := "every destination", "...", "to resume"
 	if dest != nil {
 		who, what = dest.loc.spec, "to finish "+dest.loc.spec

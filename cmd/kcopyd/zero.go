@@ -28,7 +28,9 @@ G or GiB, T or TiB (powers of 1024), or s (512-byte sectors).
 Everything is checked and opened before the first write (see "kcopyd copy
 --help"); mounted block devices are refused unless --force. Destinations
 are flushed before success is reported (--no-flush skips this); --verify
-reads them back and checks that they read zeroes.
+reads them back and checks that they read zeroes. --map FILE keeps the
+progress in FILE, as for "kcopyd copy --help": a rerun zeroes only what is
+not done yet.
 
 ` + nbdHelp + `
 
@@ -153,6 +155,14 @@ func runZero(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 	dests := make([]*dest, len(locs))
 	for i, l := range locs {
 		dests[i] = &dest{loc: l, zeroFrom: knownZeroFrom(l, false)}
+	}
+	if err := w.setupMap(nil, dests); err != nil {
+		client.Close()
+		return w.fail(err)
+	}
+	if w.pm.complete() {
+		client.Close()
+		return w.mapNoop()
 	}
 	plan := &planner{kind: segZero, regions: regions, dests: dests, align: 1}
 	return w.execute(ctx, client, th, rateContent, dests, plan, total)
