@@ -125,6 +125,9 @@ func newRig(t *testing.T, c fmCase, seed uint64) *fmRig {
 		rig.src = writeFile(t, t.TempDir(), "src", rig.data)
 		rig.bad = c.dests / 2
 	}
+	// Healthy NBD destinations are exports of one nbdkit serving the
+	// files of a directory.
+	exports, served := t.TempDir(), []*fmDest{}
 	for i := range c.dests {
 		old := bytes.Repeat([]byte{byte(0x10 + i)}, fmDstSize)
 		d := &fmDest{old: old, faulty: i == rig.bad}
@@ -137,10 +140,16 @@ func newRig(t *testing.T, c fmCase, seed uint64) *fmRig {
 			d.path = writeFile(t, t.TempDir(), "dst", old)
 			d.loc = d.path
 		default:
-			d.path = writeFile(t, t.TempDir(), "backing", old)
-			d.loc = nbdtest.Nbdkit(t, "file", d.path).URI
+			d.path = writeFile(t, exports, "d"+strconv.Itoa(i), old)
+			served = append(served, d)
 		}
 		rig.dests = append(rig.dests, d)
+	}
+	if len(served) > 0 {
+		s := nbdtest.Nbdkit(t, "file", "dir="+exports)
+		for _, d := range served {
+			d.loc = s.ExportURI(filepath.Base(d.path))
+		}
 	}
 	return rig
 }
