@@ -12,7 +12,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -396,5 +398,104 @@ func checkRerun(t *testing.T, c fmCase, rig *fmRig, rep jsonReport) {
 	rep2 := parseReport(t, r)
 	if c.fault == "read" && !rep2.ReadError || c.fault != "read" && len(rep2.Destinations[0].FailedRanges) != 1 {
 		t.Errorf("rerun report %+v does not show the fault again", rep2)
+	}
+}
+
+// TestFaultMatrixServerLost loses an NBD destination while the copy
+// writes a given chunk to it: its server is killed (SIGKILL), or stops
+// answering (SIGSTOP) and --nbd-timeout gives up on it. The moment is
+// forced by a gate in the server that holds the chunk's write, not by
+// timing. The others must complete, identical to the source.
+func TestFaultMatrixServerLost(t *testing.T) {
+	nbdtest.NeedBin(t, "nbdkit")
+	if testing.Short() {
+		t.Skip("fault matrix: skipped under -short")
+	}
+	for i, how := range []string{"killed", "stalled"} {
+		for j, n := range []int{2, 8} {
+			for k, chunk := range []int{0, fmChunks / 2, fmChunks - 1} {
+				c := fmCase{fault: how, chunk: chunk, dests: n, mode: "plain"}
+				t.Run(strings.Replace(c.name(), "/permanent/plain", "", 1), func(t *testing.T) {
+					t.Parallel()
+					checkServerLost(t, c, uint64(2000+100*i+10*j+k))
+				})
+			}
+		}
+	}
+}
+
+// checkServerLost runs one case of TestFaultMatrixServerLost.
+func checkServerLost(t *testing.T, c fmCase, seed uint64) {
+	rig := newRig(t, fmCase{fault: "read", dests: c.dests}, seed) // healthy destinations
+	rig.src = writeFile(t, t.TempDir(), "src", rig.data)
+	rig.bad = c.dests / 2
+	old := rig.dests[rig.bad].old
+	chunk := [2]int64{fmDstOff + int64(c.chunk)*fmChunk, fmChunk}
+	g := newGatedNBD(t, old, [2]int64{chunk[0] + fmFaultOff, fmFaultLen})
+	rig.dests[rig.bad] = &fmDest{loc: g.URI, path: g.backing, old: old, faulty: true}
+	args := rig.args(c, "", rig.src, rig.dests)
+	if c.fault == "stalled" {
+		args = append([]string{args[0], "--nbd-timeout", "1s"}, args[1:]...)
+	}
+	done := make(chan result, 1)
+	go func() { done <- runCLI(t, "", args...) }()
+	g.gate.wait(t, done)
+	if c.fault == "killed" {
+		g.Kill()
+	} else {
+		g.signal(t, syscall.SIGSTOP)
+		t.Cleanup(func() { g.signal(t, syscall.SIGCONT) })
+		g.gate.open("go") // the write completes in the server, which never answers
+	}
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(hangGuard):
+		t.Fatalf("kcopyd did not end within %v after its destination was %s", hangGuard, c.fault)
+	}
+	checkLost(t, c, rig, r, chunk)
+}
+
+// checkLost checks the outcome of a lost destination: exit 3 naming it
+// and the others as completed, the others identical to the source, the
+// lost one reported with the chunk held at the gate among its failed
+// ranges and holding the source's bytes up to its completed prefix.
+func checkLost(t *testing.T, c fmCase, rig *fmRig, r result, chunk [2]int64) {
+	t.Helper()
+	bad := rig.dests[rig.bad]
+	var ok []string
+	for _, d := range rig.dests {
+		if !d.faulty {
+			ok = append(ok, d.loc)
+		}
+	}
+	msg := "copy failed on " + bad.loc + "; completed on " + strings.Join(ok, ", ")
+	why := map[string]string{"killed": "connection", "stalled": "no progress"}[c.fault]
+	if r.code != exitWriteError || !strings.Contains(r.stderr, "write error on "+bad.loc) || !strings.Contains(r.stderr, msg) || !strings.Contains(r.stderr, why) {
+		t.Fatalf("copy = %v; want exit 3, %q, %q and %q", r, "write error on "+bad.loc, msg, why)
+	}
+	rep := parseReport(t, r)
+	for i, d := range rep.Destinations {
+		dd := rig.dests[i]
+		got := readFile(t, dd.path)
+		checkOutside(t, dd, got)
+		want := rig.want(dd)
+		if !dd.faulty {
+			if d.Error != nil || len(d.FailedRanges) != 0 || d.Completed == nil || *d.Completed != fmLen {
+				t.Errorf("healthy destination %d in the report: %+v; want no error, completed %d", i, d, fmLen)
+			}
+			sameBytes(t, dd.loc+" (healthy)", got, want)
+			continue
+		}
+		held := false
+		for _, f := range d.FailedRanges {
+			held = held || f[0] <= chunk[0] && chunk[0]+chunk[1] <= f[0]+f[1]
+		}
+		if d.Error == nil || !held || d.Completed == nil || *d.Completed > int64(c.chunk)*fmChunk {
+			t.Fatalf("lost destination %d in the report: %+v; want an error, %v among failed_ranges, completed at most %d\n%v", i, d, chunk, c.chunk*fmChunk, r)
+		}
+		done := *d.Completed
+		sameBytes(t, dd.loc+": the completed prefix", got[fmDstOff:fmDstOff+done], want[fmDstOff:fmDstOff+done])
+		checkUnwritten(t, dd, got, d.UnwrittenRanges)
 	}
 }

@@ -55,7 +55,8 @@ type gatedNBD struct {
 // gate holds the first write that touches a range until the test lets
 // it go: the script writes a line to reached (a FIFO the test reads, so
 // that the test learns the write is in flight without polling) and then
-// waits for a line, or end of file, on release.
+// waits for a line on release: "go" lets the write happen, anything else
+// (or end of file) fails it.
 type gate struct {
 	at               [2]int64
 	reached, release string
@@ -93,7 +94,8 @@ pread) exec dd if=%[2]s skip=$4 count=$3 iflag=skip_bytes,count_bytes status=non
 pwrite)
 	if [ $4 -lt %[3]d ] && [ $(($4+$3)) -gt %[4]d ] && mkdir %[5]s.taken 2>/dev/null; then
 		echo reached >%[5]s
-		read -r _ <%[6]s
+		read -r verdict <%[6]s
+		[ "$verdict" = go ] || { cat >/dev/null; echo "EIO dropped at the gate" >&2; exit 1; }
 	fi
 	exec dd of=%[2]s seek=$4 bs=64K iflag=fullblock oflag=seek_bytes conv=notrunc status=none ;;
 *) exit 2 ;;
@@ -101,7 +103,8 @@ esac
 `, size, g.backing, r[0]+r[1], r[0], g.gate.reached, g.gate.release)
 }
 
-// signal sends sig to the nbdkit process.
+// signal sends sig to the nbdkit process; after SIGSTOP it returns once
+// the process has stopped.
 func (g *gatedNBD) signal(t *testing.T, sig syscall.Signal) {
 	t.Helper()
 	b, err := os.ReadFile(g.pidFile)
@@ -115,10 +118,20 @@ func (g *gatedNBD) signal(t *testing.T, sig syscall.Signal) {
 	if err := syscall.Kill(pid, sig); err != nil {
 		t.Fatalf("kill(%d, %v): %v", pid, sig, err)
 	}
+	if sig == syscall.SIGSTOP {
+		// kill returns before the process stops; nbdkit is a child of
+		// the test process, so waitid can wait for the stop itself
+		// (WNOWAIT leaves the state for later waits).
+		var info unix.Siginfo
+		if err := unix.Waitid(unix.P_PID, pid, &info, unix.WSTOPPED|unix.WNOWAIT, nil); err != nil {
+			t.Fatalf("waiting for nbdkit (%d) to stop: %v", pid, err)
+		}
+	}
 }
 
 // newGate makes the two FIFOs of a gate in dir. When the test ends, a
-// script still held is let go.
+// script still held fails its write, so that it ends without touching
+// the backing file.
 func newGate(t *testing.T, dir string, at [2]int64) *gate {
 	t.Helper()
 	g := &gate{at: at, reached: filepath.Join(dir, "reached"), release: filepath.Join(dir, "release")}
@@ -127,7 +140,7 @@ func newGate(t *testing.T, dir string, at [2]int64) *gate {
 			t.Fatal(err)
 		}
 	}
-	t.Cleanup(g.open)
+	t.Cleanup(func() { g.open("drop") })
 	return g
 }
 
@@ -156,12 +169,14 @@ func (g *gate) wait(t *testing.T, done <-chan result) {
 	}
 }
 
-// open lets a held script go on: it ends the line it waits for. It does
-// nothing when no script waits.
-func (g *gate) open() {
+// open lets a held write go on: the script writes the data when verdict
+// is "go" and fails the write otherwise. It does nothing when no script
+// waits.
+func (g *gate) open(verdict string) {
 	w, err := os.OpenFile(g.release, os.O_WRONLY|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return // ENXIO: no reader
 	}
-	w.Close()
+	defer w.Close()
+	w.Write([]byte(verdict + "\n"))
 }
