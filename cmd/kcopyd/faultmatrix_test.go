@@ -310,33 +310,12 @@ func checkReadFault(t *testing.T, c fmCase, rig *fmRig, r result, rep jsonReport
 // and under --ignore-errors everywhere but in the failed chunk.
 func checkWriteFault(t *testing.T, c fmCase, rig *fmRig, r result, rep jsonReport) {
 	t.Helper()
-	bad := rig.dests[rig.bad]
-	var ok []string
-	for _, d := range rig.dests {
-		if !d.faulty {
-			ok = append(ok, d.loc)
-		}
-	}
-	msg := "copy failed on every destination"
-	if len(ok) > 0 {
-		msg = "copy failed on " + bad.loc + "; completed on " + strings.Join(ok, ", ")
-	}
+	bad, msg := rig.dests[rig.bad], rig.failedMessage()
 	if r.code != exitWriteError || rep.ExitCode != exitWriteError || rep.ReadError || !strings.Contains(r.stderr, "write error on "+bad.loc) || !strings.Contains(r.stderr, msg) {
 		t.Fatalf("copy = %v; want exit 3, %q and %q", r, "write error on "+bad.loc, msg)
 	}
 	chunk := [2]int64{fmDstOff + int64(c.chunk)*fmChunk, fmChunk}
-	for i, d := range rep.Destinations {
-		dd := rig.dests[i]
-		got := readFile(t, dd.path)
-		checkOutside(t, dd, got)
-		want := rig.want(dd)
-		if !dd.faulty {
-			if d.Location != dd.loc || d.Error != nil || len(d.FailedRanges) != 0 || d.Completed == nil || *d.Completed != fmLen || len(d.Remaining) != 0 || len(d.UnwrittenRanges) != 0 {
-				t.Errorf("healthy destination %d in the report: %+v; want no error, completed %d, nothing remaining", i, d, fmLen)
-			}
-			same(t, dd.loc+" (healthy)", got, want)
-			continue
-		}
+	rig.checkDests(t, rep, func(i int, d jsonDest, dd *fmDest, got, want []byte) {
 		if d.Location != dd.loc || d.Error == nil || fmt.Sprint(d.FailedRanges) != fmt.Sprint([][2]int64{chunk}) || d.Completed == nil || *d.Completed > int64(c.chunk)*fmChunk {
 			t.Fatalf("faulty destination %d in the report: %+v; want an error, failed_ranges [%v], completed at most %d", i, d, chunk, c.chunk*fmChunk)
 		}
@@ -351,7 +330,53 @@ func checkWriteFault(t *testing.T, c fmCase, rig *fmRig, r result, rep jsonRepor
 			copy(want[chunk[0]:chunk[0]+chunk[1]], dd.old[chunk[0]:])
 			same(t, dd.loc+": the region but the failed chunk (--ignore-errors)", got, want)
 		}
+	})
+}
+
+// failedMessage returns the summary the command prints when the faulty
+// destination failed and the others completed.
+func (rig *fmRig) failedMessage() string {
+	var ok []string
+	for _, d := range rig.dests {
+		if !d.faulty {
+			ok = append(ok, d.loc)
+		}
 	}
+	if len(ok) == 0 {
+		return "copy failed on every destination"
+	}
+	return "copy failed on " + rig.dests[rig.bad].loc + "; completed on " + strings.Join(ok, ", ")
+}
+
+// checkDests checks what every destination must satisfy: nothing
+// outside the region changed, and a healthy one is reported complete and
+// identical to the source; it calls faulty with the faulty one's report,
+// its bytes and what it would hold after a complete copy.
+func (rig *fmRig) checkDests(t *testing.T, rep jsonReport, faulty func(i int, d jsonDest, dd *fmDest, got, want []byte)) {
+	t.Helper()
+	if len(rep.Destinations) != len(rig.dests) {
+		t.Fatalf("report has %d destinations; want %d", len(rep.Destinations), len(rig.dests))
+	}
+	for i, d := range rep.Destinations {
+		dd := rig.dests[i]
+		got := readFile(t, dd.path)
+		checkOutside(t, dd, got)
+		if dd.faulty {
+			faulty(i, d, dd, got, rig.want(dd))
+		} else {
+			checkHealthy(t, d, dd, got, rig.want(dd))
+		}
+	}
+}
+
+// checkHealthy checks a destination without a fault: reported complete,
+// identical to the source in the region.
+func checkHealthy(t *testing.T, d jsonDest, dd *fmDest, got, want []byte) {
+	t.Helper()
+	if d.Location != dd.loc || d.Error != nil || len(d.FailedRanges) != 0 || d.Completed == nil || *d.Completed != fmLen || len(d.Remaining) != 0 || len(d.UnwrittenRanges) != 0 {
+		t.Errorf("healthy destination in the report: %+v; want %s, no error, completed %d, nothing remaining", d, dd.loc, fmLen)
+	}
+	same(t, dd.loc+" (healthy)", got, want)
 }
 
 // checkOutside checks that nothing outside the region changed.
@@ -478,31 +503,13 @@ func checkServerLost(t *testing.T, c fmCase) {
 // ranges and holding the source's bytes up to its completed prefix.
 func checkLost(t *testing.T, c fmCase, rig *fmRig, r result, chunk [2]int64) {
 	t.Helper()
-	bad := rig.dests[rig.bad]
-	var ok []string
-	for _, d := range rig.dests {
-		if !d.faulty {
-			ok = append(ok, d.loc)
-		}
-	}
-	msg := "copy failed on " + bad.loc + "; completed on " + strings.Join(ok, ", ")
+	bad, msg := rig.dests[rig.bad], rig.failedMessage()
 	why := map[string]string{"killed": "connection", "stalled": "no progress"}[c.fault]
 	if r.code != exitWriteError || !strings.Contains(r.stderr, "write error on "+bad.loc) || !strings.Contains(r.stderr, msg) || !strings.Contains(r.stderr, why) {
 		t.Fatalf("copy = %v; want exit 3, %q, %q and %q", r, "write error on "+bad.loc, msg, why)
 	}
 	rep := parseReport(t, r)
-	for i, d := range rep.Destinations {
-		dd := rig.dests[i]
-		got := readFile(t, dd.path)
-		checkOutside(t, dd, got)
-		want := rig.want(dd)
-		if !dd.faulty {
-			if d.Error != nil || len(d.FailedRanges) != 0 || d.Completed == nil || *d.Completed != fmLen {
-				t.Errorf("healthy destination %d in the report: %+v; want no error, completed %d", i, d, fmLen)
-			}
-			same(t, dd.loc+" (healthy)", got, want)
-			continue
-		}
+	rig.checkDests(t, rep, func(i int, d jsonDest, dd *fmDest, got, want []byte) {
 		held := false
 		for _, f := range d.FailedRanges {
 			held = held || f[0] <= chunk[0] && chunk[0]+chunk[1] <= f[0]+f[1]
@@ -513,7 +520,7 @@ func checkLost(t *testing.T, c fmCase, rig *fmRig, r result, chunk [2]int64) {
 		done := *d.Completed
 		same(t, dd.loc+": the completed prefix", got[fmDstOff:fmDstOff+done], want[fmDstOff:fmDstOff+done])
 		checkUnwritten(t, dd, got, d.UnwrittenRanges)
-	}
+	})
 }
 
 // same is sameBytes with a fast path: under -race, comparing megabytes
