@@ -154,14 +154,25 @@ func overlap(a, b device.Device) bool {
 	return ida == idb && offa < offb+b.Size() && offb < offa+a.Size()
 }
 
-// idOr returns id, or d's identity when id is empty and d has one.
+// idOr returns id, or d's stable identity when id is empty: "" when d
+// has no identity (device.Identifier), else where its data lies
+// (device.PlacementOf), as "STORE" or "STORE@OFFSET". A block device's own
+// identity is its device number, which the kernel hands out again: a loop
+// device detached and attached to another file keeps its number, so a
+// loop device is recorded as its backing file's identity and its offset in
+// the file (a loop at offset 0 is the file itself, which it is), and a
+// partition as its disk and start.
 func idOr(id string, d device.Device) string {
 	if id != "" {
 		return id
 	}
 	for x := d; x != nil; {
-		if i, ok := x.(device.Identifier); ok {
-			return i.Identity()
+		if _, ok := x.(device.Identifier); ok {
+			store, off := device.PlacementOf(d)
+			if off == 0 {
+				return store
+			}
+			return fmt.Sprintf("%s@%d", store, off)
 		}
 		w, ok := x.(device.Wrapper)
 		if !ok {

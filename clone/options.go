@@ -76,9 +76,12 @@ type Options struct {
 	SubJobSize int64
 
 	// SourceID and DestID identify SOURCE and DEST in the metadata, which
-	// refuses to be used with other devices. Empty means the device's
-	// identity (device.Identifier: file device and inode, block device
-	// number, NBD URI) when it has one, else no check.
+	// refuses to be used with other devices. Empty means where the
+	// device's data lies when it has an identity (device.Identifier): a
+	// file's device and inode, the NBD URI, a block device's number, but
+	// for a loop device its backing file's device and inode and the loop's
+	// offset (device numbers of loop devices are reused), for a partition
+	// its disk and start (device.PlacementOf); else no check.
 	SourceID, DestID string
 }
 
