@@ -39,8 +39,10 @@
 #                        ms, one SOURCE each; 0 = no filter (default 0,2)
 #   --sweep              run the region-size sweep instead of the comparison
 #   --all                run both
-#   --region-sizes LIST  sweep region sizes (default 4K,16K,64K,256K,1M,4M)
-#   --quick              --size 64M --runs 1 --delay 0,2: a smoke test
+#   --region-sizes LIST  sweep region sizes (default 4K,16K,64K,256K,1M,4M;
+#                        with --quick 4K,64K,1M)
+#   --quick              --size 64M --runs 1 --delay 0,2, 3 region sizes: a
+#                        smoke test (--all in about a minute)
 #   --dir DIR            where the files go (default /work, else /var/tmp;
 #                        not tmpfs); needs 4 x SIZE free
 #   --kcopyd PATH        time this binary instead of building ./cmd/kcopyd
@@ -55,11 +57,11 @@ export LC_ALL=C
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 cmdline="bench/clone/clone.sh${*:+ $*}"
-size=1G runs=3 delays=0,2 mode=main kcopyd="" dir=""
-rsizes=4K,16K,64K,256K,1M,4M
+size=1G runs=3 delays=0,2 mode=main kcopyd="" dir="" quick=0
+rsizes=
 doc=$repo/docs/CLONE-PERFORMANCE.md
 
-usage() { sed -n '/^# Usage:/,/^# Exit status/p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '/^# Usage:/,/^# 2 for bad usage/p' "$0" | sed 's/^# \{0,1\}//'; }
 die() {
 	echo "clone.sh: $*" >&2
 	exit 2
@@ -72,7 +74,7 @@ while (($#)); do
 	--sweep) mode=sweep; shift ;;
 	--all) mode=all; shift ;;
 	--region-sizes) rsizes=${2:?}; shift 2 ;;
-	--quick) size=64M runs=1 delays=0,2; shift ;;
+	--quick) size=64M runs=1 delays=0,2 quick=1; shift ;;
 	--dir) dir=${2:?}; shift 2 ;;
 	--kcopyd) kcopyd=${2:?}; shift 2 ;;
 	--doc) doc=${2:?}; shift 2 ;;
@@ -87,6 +89,7 @@ bytes=$(numfmt --from=iec "${size%B}") || die "bad --size $size"
 ((bytes >= 8 << 20 && bytes % (4 << 20) == 0)) || die "--size must be a multiple of 4 MiB, at least 8 MiB"
 [[ $runs =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive number"
 [[ $delays =~ ^[0-9]+(,[0-9]+)*$ ]] || die "--delay must be a list of milliseconds, such as 0,2"
+[[ -n $rsizes ]] || rsizes=$( ((quick)) && echo 4K,64K,1M || echo 4K,16K,64K,256K,1M,4M)
 rslist=()
 for r in ${rsizes//,/ }; do
 	n=$(numfmt --from=iec "$r") || die "bad region size $r"
