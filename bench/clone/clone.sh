@@ -200,11 +200,11 @@ start_clone() {
 	CPID=$!
 	PIDS+=("$CPID")
 	exec {CFD}<"$work/err.fifo"
-	while IFS= read -r -u "$CFD" line; do
+	while IFS= read -r -t 120 -u "$CFD" line; do
 		[[ $line == *"serving "* ]] && { URL=$(uri "$work/clone.sock"); return 0; }
 		echo "$line" >&2
 	done
-	die "kcopyd clone $* exited before serving"
+	die "kcopyd clone $* exited, or did not serve within 2 minutes"
 }
 # stop_clone: SIGINT, wait for the clean exit (status 0) and the JSON
 # status; sets HYD to the percentage of regions hydrated at exit.
@@ -327,7 +327,7 @@ main_table() {
 		printf '| %s | export serving (its URL printed), from process start | %.3f | – | – | – | %s | – |\n' "$src" "$m" "${R[$d|serving]% }"
 		row "first 4 KiB read (qemu-io), from process start" first "qemu-io on SOURCE" first-src
 		mb=$(awk -v s="$(med "${R[$d|read]}")" -v b="$bytes" 'BEGIN {printf "%.0f", b / s / 1048576}')
-		row "nbdcopy export → null: during hydration ($mb MiB/s; $(med "${R[$d|hyd]}")% hydrated at its end)" read "nbdcopy SOURCE → null:" read-src
+		row "nbdcopy export → null: during hydration ($mb MiB/s; $(printf %.0f "$(med "${R[$d|hyd]}")")% hydrated at its end)" read "nbdcopy SOURCE → null:" read-src
 		row "hydration, no client (--until-hydrated)" clone "kcopyd copy --create" copy
 	done
 }
