@@ -29,8 +29,9 @@ import (
 // so kcopyd sees the error a failing disk gives. Ending the fault (cure)
 // turns the toggle off: the file keeps its identity (device and inode),
 // so a --map made with the fault matches the rerun (see the pin in
-// newFuseFile). (An nbdkit sh plugin
-// would do as well, but forks twice per request: ten times slower.)
+// newFuseFile). (An nbdkit sh plugin would do as well, but it forks a
+// shell and dd for each request, which made the cases several times
+// slower.) Unmounting needs no fusermount3: as root, umount2 does it.
 type fuseFile struct {
 	path    string // the file on the FUSE mount
 	backing string // the file behind the export
