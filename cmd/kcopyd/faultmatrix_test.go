@@ -3,20 +3,36 @@ package main
 // The fault matrix: read errors on the source and write errors on a
 // destination, through the command, checked for the exit status, the
 // message, the --json report, the bytes of every destination inside and
-// outside the region, and a rerun of what the report says remains.
+// outside the region, the --map file, and a rerun.
 //
-// Faults are real: nbdkit's ddrescue filter fails reads of a byte range
-// of an NBD source with EIO, its protect filter fails writes to a byte
-// range of an NBD destination with EPERM, and a local file destination
+// Faults are real. On NBD: nbdkit's ddrescue filter fails reads of a byte
+// range of the source with EIO, its protect filter fails writes to a byte
+// range of a destination with EPERM. On local files: nbdfuse mounts an
+// NBD export as a file on FUSE, and the export, served by the test from a
+// faultdev-wrapped file, fails reads (of the source) or writes (to a
+// destination) of a byte range with EIO, which kcopyd sees through the
+// kernel's file path; a loop device over such a file gives a block device
+// with read faults (fusefault_test.go). (device-mapper, for
+// dm-error or dm-flakey, is not in this kernel.) A local file destination
 // on a full tmpfs, allocated everywhere but in one chunk, fails there
-// with ENOSPC. (device-mapper, for dm-error or dm-flakey under a local
-// file, is not in this kernel, so local read faults are not covered.)
+// with ENOSPC.
+//
+// Every run keeps a --map, checked after it: its counts are the report's,
+// every range it calls done is on every destination, byte for byte, the
+// failed ranges are where the fault is (read failures for the source,
+// write failures for the faulty destination only), the completed prefix
+// of the report is done, and under --ignore-errors nothing is untried.
 // The command does not retry a failed write, and a failed read without
-// --ignore-errors ends the run, so a fault that fails once is a fault
-// for the whole run: "once" ends the fault after the run (a new nbdkit
-// without the filter on the same file; the tmpfs's filler removed) and
-// checks that rerunning what the report says remains completes every
-// destination; "permanent" checks that the rerun fails the same way.
+// --ignore-errors ends the run, so a fault that fails once is a fault for
+// the whole run: "once" ends the fault after the run (the same location
+// without it: the NBD socket is a link pointed at a new nbdkit, the FUSE
+// export stops failing, the tmpfs's filler is removed) and reruns the
+// same command with the same map and --retry-failed, which must complete
+// every destination and leave the map complete, and then once more, which
+// must do nothing and say so. "permanent" reruns it the same way, which
+// must fail the same way with the same failed ranges in a consistent
+// map, and reruns what the report said remains (--regions, no map), which
+// must fail the same way too.
 
 import (
 	"bytes"
@@ -32,6 +48,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kcopyd/kcopyd/device"
+	"github.com/kcopyd/kcopyd/device/blockdev/looptest"
 	"github.com/kcopyd/kcopyd/device/nbd/nbdtest"
 )
 
@@ -40,25 +58,57 @@ import (
 // "first", "middle" and "last chunk" are real chunks and bytes outside
 // the region can be checked.
 const (
-	fmChunk    = 256 << 10
+	fmChunk    = 64 << 10
 	fmChunks   = 8
 	fmLen      = fmChunks * fmChunk
-	fmSrcOff   = 128 << 10
+	fmSrcOff   = fmChunk / 2
 	fmSrcSize  = fmLen + fmChunk
 	fmDstOff   = fmChunk
 	fmDstSize  = fmLen + 2*fmChunk
-	fmFaultOff = 64 << 10 // where in its chunk a fault is
+	fmFaultOff = 16 << 10 // where in its chunk a fault is
 	fmFaultLen = 4096
 )
 
+// The faults of the matrix. fmFaults get every combination of the other
+// dimensions: "read" (source, NBD), "write" (destination, NBD), "enospc"
+// (destination, file on a full file system). fmLocalFaults, the faults of
+// local files and block devices, get the combinations of fmPairs: they
+// differ from the others only in how the device reports the error, and
+// what the command does next is the same code, which the others cover in
+// full.
+var (
+	fmFaults      = []string{"read", "write", "enospc"}
+	fmLocalFaults = []string{"fileread", "blockread", "filewrite"}
+)
+
+// Each dimension of a case but the fault, and its values.
+var (
+	fmDests      = []int{1, 2, 8}
+	fmFaultChunk = []int{0, fmChunks / 2, fmChunks - 1}
+	fmModes      = []string{"plain", "ignore", "seq"}
+	fmLives      = []bool{false, true, true} // permanent, once; 3 values for fmPairs
+)
+
+// fmPairs are the indexes into fmDests, fmFaultChunk, fmModes and fmLives
+// of 9 cases in which every pair of values of two dimensions occurs: the
+// orthogonal array L9(3^4).
+var fmPairs = [9][4]int{
+	{0, 0, 0, 0}, {0, 1, 1, 1}, {0, 2, 2, 2},
+	{1, 0, 1, 2}, {1, 1, 2, 0}, {1, 2, 0, 1},
+	{2, 0, 2, 1}, {2, 1, 0, 2}, {2, 2, 1, 0},
+}
+
 // fmCase is one case of the matrix.
 type fmCase struct {
-	fault string // "read" (source, NBD), "write" (destination, NBD), "enospc" (destination, file on a full file system)
+	fault string // one of fmFaults or fmLocalFaults
 	chunk int    // the chunk holding the fault
 	dests int    // number of destinations; a destination fault is on the middle one
-	once  bool   // transient: gone before the rerun of what remains (else permanent)
+	once  bool   // transient: gone before the rerun (else permanent)
 	mode  string // "plain", "ignore" (--ignore-errors) or "seq" (--write-seq)
 }
+
+// readFault reports whether c's fault is on the source.
+func (c fmCase) readFault() bool { return strings.HasSuffix(c.fault, "read") }
 
 func (c fmCase) name() string {
 	where := map[int]string{0: "first", fmChunks / 2: "middle", fmChunks - 1: "last"}[c.chunk]
@@ -69,18 +119,24 @@ func (c fmCase) name() string {
 	return fmt.Sprintf("%s/%ddest/%s/%s/%s", c.fault, c.dests, where, life, c.mode)
 }
 
-// faultMatrix returns every combination.
+// faultMatrix returns the cases: every combination for fmFaults, the
+// pairs of fmPairs for fmLocalFaults.
 func faultMatrix() []fmCase {
 	var cs []fmCase
-	for _, fault := range []string{"read", "write", "enospc"} {
-		for _, n := range []int{1, 2, 8} {
-			for _, chunk := range []int{0, fmChunks / 2, fmChunks - 1} {
-				for _, once := range []bool{false, true} {
-					for _, mode := range []string{"plain", "ignore", "seq"} {
+	for _, fault := range fmFaults {
+		for _, n := range fmDests {
+			for _, chunk := range fmFaultChunk {
+				for _, once := range fmLives[:2] {
+					for _, mode := range fmModes {
 						cs = append(cs, fmCase{fault, chunk, n, once, mode})
 					}
 				}
 			}
+		}
+	}
+	for _, fault := range fmLocalFaults {
+		for _, p := range fmPairs {
+			cs = append(cs, fmCase{fault, fmFaultChunk[p[1]], fmDests[p[0]], fmLives[p[3]], fmModes[p[2]]})
 		}
 	}
 	return cs
@@ -98,6 +154,7 @@ type fmDest struct {
 // fmRig is the set-up of one case.
 type fmRig struct {
 	bin     string // the kcopyd binary
+	mapPath string // the --map file of every run but a rerun of what remains
 	src     string
 	data    []byte        // the source's bytes
 	srcCure func() string // ends a source fault, returns the new location
@@ -113,35 +170,75 @@ func TestFaultMatrix(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fault matrix: skipped under -short")
 	}
-	for _, c := range faultMatrix() {
-		t.Run(c.name(), func(t *testing.T) {
-			t.Parallel()
-			rig := newRig(t, c)
-			r := runBinary(t, rig.bin, rig.args(c, "", rig.src, rig.dests)...)
-			rep := parseReport(t, r)
-			if c.fault == "read" {
-				checkReadFault(t, c, rig, r, rep)
-			} else {
-				checkWriteFault(t, c, rig, r, rep)
-			}
-			if !t.Failed() {
-				checkRerun(t, c, rig, rep)
+	t.Parallel()
+	runCases(t, faultMatrix(), fmCase.name, func(t *testing.T, c fmCase) {
+		rig := newRig(t, c)
+		r := runBinary(t, rig.bin, rig.args(c, "", rig.src, rig.dests, "--map", rig.mapPath)...)
+		rep := parseReport(t, r)
+		if c.readFault() {
+			checkReadFault(t, c, rig, r, rep)
+		} else {
+			checkWriteFault(t, c, rig, r, rep)
+		}
+		fails, done := rig.checkMap(t, c, rep)
+		if t.Failed() {
+			return
+		}
+		if c.once {
+			rig.checkMapRerunOnce(t, c)
+			return
+		}
+		rig.checkMapRerunPermanent(t, c, fails, done)
+		checkRerun(t, c, rig, rep)
+	})
+}
+
+// fmWorkers is how many cases of a matrix run at once. A case mostly
+// waits for processes (kcopyd, nbdkit, nbdfuse, losetup) and file
+// systems, so more than go test's -parallel (GOMAXPROCS), which would
+// leave the cores idle; each case has its own files, servers and mounts.
+const fmWorkers = 6
+
+// runCases runs run for every case as a subtest named name(c), fmWorkers
+// at a time.
+func runCases[C any](t *testing.T, cases []C, name func(C) string, run func(*testing.T, C)) {
+	work := make(chan C)
+	var wg sync.WaitGroup
+	for range min(fmWorkers, len(cases)) {
+		wg.Go(func() {
+			for c := range work {
+				t.Run(name(c), func(t *testing.T) { run(t, c) })
 			}
 		})
 	}
+	for _, c := range cases {
+		work <- c
+	}
+	close(work)
+	wg.Wait()
 }
 
 // newRig builds the source and destinations of c. Healthy destinations
 // are local files and nbdkit file exports in turn.
 func newRig(t *testing.T, c fmCase) *fmRig {
 	t.Helper()
-	rig := &fmRig{bin: buildBinary(t), data: fmData(), bad: -1}
-	if c.fault == "read" {
-		rig.src, _, rig.srcCure = faultyNBD(t, rig.data, "pread", [2]int64{fmSrcOff + faultAt(c.chunk), fmFaultLen})
-	} else {
+	rig := &fmRig{bin: buildBinary(t), data: fmData(), bad: -1, mapPath: filepath.Join(t.TempDir(), "copy.map")}
+	srcAt := [2]int64{fmSrcOff + faultAt(c.chunk), fmFaultLen}
+	switch c.fault {
+	case "read":
+		rig.src, _, rig.srcCure = faultyNBD(t, rig.data, "pread", srcAt)
+	case "fileread", "blockread":
+		f := newFuseFile(t, rig.data, device.OpRead, srcAt)
+		rig.src = f.path
+		if c.fault == "blockread" {
+			rig.src = looptest.Attach(t, f.path, looptest.ReadOnly())
+		}
+		rig.srcCure = func() string { f.cure(); return rig.src }
+	default:
 		rig.src = writeFile(t, t.TempDir(), "src", rig.data)
 		rig.bad = c.dests / 2
 	}
+	dstAt := [2]int64{fmDstOff + faultAt(c.chunk), fmFaultLen}
 	// Healthy NBD destinations are exports of one nbdkit serving the
 	// files of a directory.
 	exports, served := t.TempDir(), []*fmDest{}
@@ -150,7 +247,10 @@ func newRig(t *testing.T, c fmCase) *fmRig {
 		d := &fmDest{old: old, faulty: i == rig.bad}
 		switch {
 		case d.faulty && c.fault == "write":
-			d.loc, d.path, d.cure = faultyNBD(t, old, "pwrite", [2]int64{fmDstOff + faultAt(c.chunk), fmFaultLen})
+			d.loc, d.path, d.cure = faultyNBD(t, old, "pwrite", dstAt)
+		case d.faulty && c.fault == "filewrite":
+			f := newFuseFile(t, old, device.OpWrite, dstAt)
+			d.loc, d.path, d.cure = f.path, f.backing, f.cure
 		case d.faulty:
 			d = fullFSDest(t, old, c.chunk)
 		case i%2 == 0:
@@ -231,9 +331,10 @@ func fill(t *testing.T, path string) {
 }
 
 // args returns the command line of c from src to dests: the region of
-// the matrix, or the regions file regions when it is not "".
-func (rig *fmRig) args(c fmCase, regions, src string, dests []*fmDest) []string {
-	args := []string{"copy", "--json", "--sub-job-size", strconv.Itoa(fmChunk)}
+// the matrix, or the regions file regions when it is not "", and the
+// options extra.
+func (rig *fmRig) args(c fmCase, regions, src string, dests []*fmDest, extra ...string) []string {
+	args := append([]string{"copy", "--json", "--sub-job-size", strconv.Itoa(fmChunk)}, extra...)
 	if regions == "" {
 		args = append(args, "--offset", strconv.Itoa(fmSrcOff), "--length", strconv.Itoa(fmLen), "--dest-offset", strconv.Itoa(fmDstOff))
 	} else {
@@ -401,43 +502,26 @@ func checkUnwritten(t *testing.T, d *fmDest, got []byte, unwritten [][2]int64) {
 
 // checkRerun copies again what the report says remains (the faulty
 // destination's remaining for a write fault, the top-level one for a
-// read fault), with the same mode. A transient fault is gone by then:
-// the rerun succeeds and every destination is identical to the source in
-// the region. A permanent one fails the rerun the same way.
+// read fault), with the same mode and no map, while the fault is still
+// there: the rerun fails the same way. (With a transient fault, the
+// rerun that completes is the one with the map: checkMapRerunOnce.)
 func checkRerun(t *testing.T, c fmCase, rig *fmRig, rep jsonReport) {
 	t.Helper()
-	src, dests, rem, code := rig.src, rig.dests, rep.Remaining, exitReadError
-	if c.fault != "read" {
+	dests, rem, code := rig.dests, rep.Remaining, exitReadError
+	if !c.readFault() {
 		dests, rem, code = []*fmDest{rig.dests[rig.bad]}, rep.Destinations[rig.bad].Remaining, exitWriteError
-	}
-	if c.once {
-		if c.fault == "read" {
-			src = rig.srcCure()
-		} else {
-			dests[0].loc = dests[0].cure()
-		}
 	}
 	var lines strings.Builder
 	for _, x := range rem {
 		fmt.Fprintf(&lines, "%d %d %d\n", x[0], x[1], x[2])
 	}
 	regions := writeFile(t, t.TempDir(), "regions", []byte(lines.String()))
-	args := rig.args(c, regions, src, dests)
-	r := runBinary(t, rig.bin, args...)
-	if c.once {
-		if r.code != 0 {
-			t.Fatalf("rerun of the remaining %v after the fault is gone: kcopyd %v = %v; want exit 0", rem, args, r)
-		}
-		for _, d := range rig.dests {
-			same(t, d.loc+" after the rerun", readFile(t, d.path), rig.want(d))
-		}
-		return
-	}
+	r := runBinary(t, rig.bin, rig.args(c, regions, rig.src, dests)...)
 	if r.code != code {
 		t.Fatalf("rerun of the remaining %v with the fault still there = %v; want exit %d", rem, r, code)
 	}
 	rep2 := parseReport(t, r)
-	if c.fault == "read" && !rep2.ReadError || c.fault != "read" && len(rep2.Destinations[0].FailedRanges) != 1 {
+	if c.readFault() && !rep2.ReadError || !c.readFault() && len(rep2.Destinations[0].FailedRanges) != 1 {
 		t.Errorf("rerun report %+v does not show the fault again", rep2)
 	}
 }
@@ -454,7 +538,7 @@ func TestFaultMatrixServerLost(t *testing.T) {
 	}
 	for _, how := range []string{"killed", "stalled"} {
 		for _, n := range []int{2, 8} {
-			for _, chunk := range []int{0, fmChunks / 2, fmChunks - 1} {
+			for _, chunk := range fmFaultChunk {
 				c := fmCase{fault: how, chunk: chunk, dests: n, mode: "plain"}
 				t.Run(strings.Replace(c.name(), "/permanent/plain", "", 1), func(t *testing.T) {
 					t.Parallel()
@@ -474,7 +558,7 @@ func checkServerLost(t *testing.T, c fmCase) {
 	chunk := [2]int64{fmDstOff + int64(c.chunk)*fmChunk, fmChunk}
 	g := newGatedNBD(t, old, [2]int64{chunk[0] + fmFaultOff, fmFaultLen})
 	rig.dests[rig.bad] = &fmDest{loc: g.URI, path: g.backing, old: old, faulty: true}
-	args := rig.args(c, "", rig.src, rig.dests)
+	args := rig.args(c, "", rig.src, rig.dests, "--map", rig.mapPath)
 	if c.fault == "stalled" {
 		args = append([]string{args[0], "--nbd-timeout", "1s"}, args[1:]...)
 	}
@@ -494,14 +578,15 @@ func checkServerLost(t *testing.T, c fmCase) {
 	case <-time.After(hangGuard):
 		t.Fatalf("kcopyd did not end within %v after its destination was %s", hangGuard, c.fault)
 	}
-	checkLost(t, c, rig, r, chunk)
+	rep := checkLost(t, c, rig, r, chunk)
+	rig.checkLostMap(t, rep, chunk)
 }
 
 // checkLost checks the outcome of a lost destination: exit 3 naming it
 // and the others as completed, the others identical to the source, the
 // lost one reported with the chunk held at the gate among its failed
 // ranges and holding the source's bytes up to its completed prefix.
-func checkLost(t *testing.T, c fmCase, rig *fmRig, r result, chunk [2]int64) {
+func checkLost(t *testing.T, c fmCase, rig *fmRig, r result, chunk [2]int64) jsonReport {
 	t.Helper()
 	bad, msg := rig.dests[rig.bad], rig.failedMessage()
 	why := map[string]string{"killed": "connection", "stalled": "no progress"}[c.fault]
@@ -521,6 +606,7 @@ func checkLost(t *testing.T, c fmCase, rig *fmRig, r result, chunk [2]int64) {
 		same(t, dd.loc+": the completed prefix", got[fmDstOff:fmDstOff+done], want[fmDstOff:fmDstOff+done])
 		checkUnwritten(t, dd, got, d.UnwrittenRanges)
 	})
+	return rep
 }
 
 // same is sameBytes with a fast path: under -race, comparing megabytes

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -18,8 +19,11 @@ import (
 // with a fault at the byte range at: for op "pread", reads touching it
 // fail with EIO (the ddrescue filter with a map marking it bad); for
 // "pwrite", writes that would change it fail with EPERM (the protect
-// filter). cure kills that server and serves the same file without the
-// fault on a new socket, whose location it returns.
+// filter). The location is stable: its socket is a symbolic link to the
+// server's. cure serves the same file without the fault, points the link
+// at the new server, kills the old one and returns the location, which
+// is unchanged (an NBD export's identity is its URI, so that a --map made
+// with the fault matches the rerun).
 func faultyNBD(t *testing.T, data []byte, op string, at [2]int64) (uri, backing string, cure func() string) {
 	t.Helper()
 	dir := t.TempDir()
@@ -35,9 +39,20 @@ func faultyNBD(t *testing.T, data []byte, op string, at [2]int64) (uri, backing 
 	default:
 		panic("faultyNBD: op " + op)
 	}
-	return s.URI, backing, func() string {
+	link := filepath.Join(nbdtest.ShortDir(t), "s")
+	if err := os.Symlink(s.Socket, link); err != nil {
+		t.Fatal(err)
+	}
+	return "nbd+unix:///?socket=" + url.QueryEscape(link), backing, func() string {
+		cured := nbdtest.Nbdkit(t, "file", backing)
+		if err := os.Symlink(cured.Socket, link+".new"); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(link+".new", link); err != nil {
+			t.Fatal(err)
+		}
 		s.Kill()
-		return nbdtest.Nbdkit(t, "file", backing).URI
+		return "nbd+unix:///?socket=" + url.QueryEscape(link)
 	}
 }
 
