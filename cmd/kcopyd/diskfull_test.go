@@ -27,7 +27,7 @@ func mountExt4(t *testing.T, size int64) string {
 		t.Skipf("mount: %v", err)
 	}
 	t.Cleanup(func() {
-		if err := unix.Unmount(mnt, 0); err != nil {
+		if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
 			t.Errorf("unmount %s: %v", mnt, err)
 		}
 	})
