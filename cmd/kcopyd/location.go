@@ -156,7 +156,7 @@ const writeBehind = 4 << 20
 
 // fileOptions returns the options that open a regular file in mode m.
 func (m openMode) fileOptions() device.FileOptions {
-	o := device.FileOptions{ReadOnly: !m.write, Direct: m.direct, KeepAllocation: m.keepAllocation}
+	o := device.FileOptions{ReadOnly: !m.write, Direct: m.direct, KeepAllocation: m.keepAllocation, IOUring: os.Getenv("KCOPYD_URING") != ""}
 	if m.write {
 		o.WriteBehind = writeBehind
 	}
