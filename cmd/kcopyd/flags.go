@@ -30,6 +30,7 @@ type options struct {
 	writeSeq                   bool
 	punchHoles                 bool // zero: files lose the zeroed blocks
 	direct                     bool
+	buffered                   bool
 	sparse, noSparse           bool
 	destIsZero                 bool
 	create                     bool
@@ -74,7 +75,8 @@ func (o *options) register(cmd *cobra.Command, fs flagSet) {
 	}
 	f.IntVarP(&o.jobs, "jobs", "j", defaultJobs, "at most `N` regions in flight")
 	f.Var(&o.subJobSize, "sub-job-size", "engine chunk `SIZE`, a multiple of 4KiB from 4KiB to 64MiB (default 1MiB)")
-	f.BoolVar(&o.direct, "direct", false, "open every location with O_DIRECT (fails if a device or file system refuses it)")
+	f.BoolVar(&o.direct, "direct", false, "open every location with O_DIRECT (fails if a device or file system refuses it; block devices use it by default)")
+	f.BoolVar(&o.buffered, "buffered", false, "open block devices through the page cache (by default they are opened with O_DIRECT where it works)")
 	if fs.write {
 		f.IntVar(&o.throttle, "throttle", 100, "let kcopyd use the disks at most `PERCENT` of the time (1..100; 100 = no limit)")
 		f.Var(&o.rate, "rate", "limit the copy to `SIZE` bytes per second (0 = unlimited)")
@@ -142,6 +144,9 @@ func (o *options) check(cmd *cobra.Command, specs []string) error {
 	}
 	if o.sparse && o.noSparse {
 		return usageErrorf("--sparse and --no-sparse cannot be combined")
+	}
+	if o.direct && o.buffered {
+		return usageErrorf("--direct and --buffered cannot be combined")
 	}
 	if o.noSparse && o.destIsZero {
 		return usageErrorf("--dest-is-zero works only with --sparse (the default), not with --no-sparse")
