@@ -58,4 +58,3 @@ func Shared(t testing.TB, path string) bool {
 	}
 	return strings.Contains(string(out), "shared")
 }
-
