@@ -18,6 +18,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"runtime/debug"
 	"time"
 
@@ -112,17 +113,18 @@ func (c *Client) pass() {
 // which they were charged (a job's chunks are issued in ascending order).
 func (c *Client) delay(th *Throttle, j *job) bool {
 	due, cost, ok := th.reserveBytes(j.n)
-	j.charged = true
-	if !ok {
-		return false
-	}
-	j.cost = cost
+	j.charged, j.cost = true, cost
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if tail := c.mu.delayed.tail; tail != nil {
-		due = max(due, tail.due)
-	} else if due <= th.now() {
+	switch tail := c.mu.delayed.tail; {
+	case tail == nil && (!ok || due <= th.now()):
 		return false
+	case tail != nil && !ok:
+		// The rate was turned off while chunks wait: they are
+		// released at once (releaseDelayed); keep behind them.
+		due = tail.due
+	case tail != nil:
+		due = max(due, tail.due)
 	}
 	j.due = due
 	c.mu.delayed.pushBack(j)
@@ -156,6 +158,9 @@ func (c *Client) releaseDelayed() {
 	var due, dropped jobList
 	c.mu.Lock()
 	now := th.now()
+	if th.Rate() == 0 {
+		now = math.MaxInt64 // the rate was turned off: all are due
+	}
 	var prev *job
 	for j := c.mu.delayed.head; j != nil; {
 		next := j.next
