@@ -1,10 +1,12 @@
 package kcopyd_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"runtime"
 	"sort"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -175,5 +177,55 @@ func TestBadLimitsRefused(t *testing.T) {
 	_, err := c.Copy(context.Background(), kcopyd.Region{Dev: device.NewMem(8192), Len: 8192}, []kcopyd.Region{{Dev: dev, Len: 8192}}, 0, nil)
 	if !errors.Is(err, kcopyd.ErrBadLimits) {
 		t.Fatalf("Copy to a device with MaxTransfer < OffsetAlign = %v; want ErrBadLimits", err)
+	}
+}
+
+// TestRateDelayCancel copies under a byte rate on a clock that does not
+// move until the test ends: every chunk waits on the client's delayed list,
+// none is issued. Meanwhile the worker still runs callbacks (it never
+// sleeps for the rate: with the old code, which slept there, Flush below
+// hung), and cancelling the job's context ends it at once with nothing
+// written.
+func TestRateDelayCancel(t *testing.T) {
+	var now atomic.Int64
+	stop := make(chan struct{})
+	clock := func() time.Duration { return time.Duration(now.Load()) }
+	sleep := func(d time.Duration) {
+		<-stop
+		now.Add(int64(d))
+	}
+	th := kcopyd.NewThrottleWithClock(100, clock, sleep)
+	th.SetRate(4096)
+	c := newClient(t, &kcopyd.Options{SubJobSize: 64 << 10, Throttle: th})
+	defer close(stop) // before newClient's cleanup closes c: the sleeps return
+	const n = 1 << 20
+	data := bytes.Repeat([]byte{7}, n)
+	dst := device.NewMem(n)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	if _, err := c.Copy(ctx, kcopyd.Region{Dev: device.NewMemFrom(data), Len: n}, []kcopyd.Region{{Dev: dst, Len: n}}, 0,
+		func(_ bool, _ uint64, err error) { done <- err }); err != nil {
+		t.Fatal(err)
+	}
+	// The worker is free: a prepared callback runs while the copy waits.
+	h, err := c.PrepareCallback(func(bool, uint64, error) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.DoCallback(h, false, 0)
+	c.Flush()
+	select {
+	case err := <-done:
+		t.Fatalf("the copy ended (%v) although the rate's clock never moved", err)
+	default:
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("callback error %v; want context.Canceled", err)
+	}
+	got := make([]byte, n)
+	dst.ReadAt(got, 0)
+	if !bytes.Equal(got, make([]byte, n)) {
+		t.Fatal("bytes were written although no chunk was due")
 	}
 }

@@ -115,12 +115,17 @@ type Client struct {
 	mu struct {
 		sync.Mutex
 		callbacks, complete, pages, io jobList
-		outstanding                    int           // accepted jobs and prepared handles not yet completed
-		idle                           chan struct{} // closed when outstanding drops to 0
-		closed                         bool
-		passStarted, passDone          uint64
-		passCond                       sync.Cond
-		panicked                       error // the first callback panic, for Close
+		// delayed holds chunks over the Throttle's byte rate until
+		// their due time, in the order they were charged; delayStop
+		// cancels the timer armed for its head (nil when none is).
+		delayed               jobList
+		delayStop             func() bool
+		outstanding           int           // accepted jobs and prepared handles not yet completed
+		idle                  chan struct{} // closed when outstanding drops to 0
+		closed                bool
+		passStarted, passDone uint64
+		passCond              sync.Cond
+		panicked              error // the first callback panic, for Close
 	}
 }
 

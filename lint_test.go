@@ -21,8 +21,8 @@ var importRules = map[string][]string{
 	"M/bench/cmd/regionloop":      {"golang.org/x/sys/unix"},
 	"M/clone":                     {"M", "M/device"},
 	"M/cmd/kcopyd":                {"M", "M/clone", "M/mapfile", "M/device", "M/device/blockdev", "M/device/nbd", "M/device/nbd/nbdserver", "github.com/spf13/", "github.com/vbauerster/mpb/", "golang.org/x/sys/unix"},
-	"M/device":                    {"golang.org/x/sys/unix"},
-	"M/device/blockdev":           {"M/device", "golang.org/x/sys/unix"},
+	"M/device":                    {"M/internal/uring", "golang.org/x/sys/unix"},
+	"M/device/blockdev":           {"M/device", "M/internal/uring", "golang.org/x/sys/unix"},
 	"M/device/blockdev/looptest":  {"golang.org/x/sys/unix"},
 	"M/device/devicetest":         {"M/device", "M/internal/testutil"},
 	"M/device/faultdev":           {"M/device"},
@@ -36,6 +36,7 @@ var importRules = map[string][]string{
 	"M/internal/invariants":       {},
 	"M/internal/testutil":         {"M/device", "go.uber.org/goleak"},
 	"M/internal/throttle":         {},
+	"M/internal/uring":            {"golang.org/x/sys/unix"},
 	"M/mapfile":                   {},
 }
 

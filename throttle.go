@@ -1,7 +1,7 @@
 package kcopyd
 
 import (
-	"context"
+	"time"
 
 	"github.com/kcopyd/kcopyd/internal/throttle"
 )
@@ -20,8 +20,14 @@ import (
 //
 // Both are changeable while jobs run. A Throttle may be shared by several
 // clients: that is the kernel's throttle group (raid1_resync_throttle,
-// snapshot_copy_throttle). Its waits stall the waiting client's worker,
-// callbacks included, as the kernel's do.
+// snapshot_copy_throttle). The duty cycle's waits stall the waiting
+// client's worker, callbacks included, as the kernel's do. The byte rate's
+// do not: a chunk over the rate waits in a queue of its own while the
+// worker goes on issuing writes and running callbacks, so that the
+// worker's own work never makes the copy fall behind its rate. (When the
+// worker slept for the rate, 256 MiB in 512 KiB chunks at 25.6 MiB/s took
+// 12.1 s instead of 10: writes queued behind the sleeping reads held the
+// buffers the next reads needed.)
 type Throttle struct {
 	t *throttle.Throttle
 }
@@ -47,6 +53,9 @@ func (t *Throttle) Rate() int64 { return t.t.Rate() }
 
 func (t *Throttle) onIssue()    { t.t.OnIssue() }
 func (t *Throttle) onComplete() { t.t.OnComplete() }
-func (t *Throttle) waitBytes(ctx context.Context, n int64) error {
-	return t.t.WaitBytes(ctx, n)
+func (t *Throttle) reserveBytes(n int64) (due, cost time.Duration, ok bool) {
+	return t.t.Reserve(n)
 }
+func (t *Throttle) refund(cost time.Duration)                       { t.t.Refund(cost) }
+func (t *Throttle) now() time.Duration                              { return t.t.Now() }
+func (t *Throttle) afterFunc(d time.Duration, f func()) func() bool { return t.t.AfterFunc(d, f) }

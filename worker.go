@@ -18,7 +18,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"runtime/debug"
+	"time"
 
 	"github.com/kcopyd/kcopyd/device"
 	"github.com/kcopyd/kcopyd/internal/dmio"
@@ -87,6 +89,7 @@ func (c *Client) pass() {
 			break
 		}
 	}
+	c.releaseDelayed()
 	for {
 		c.mu.Lock()
 		j := c.popIO()
@@ -101,6 +104,91 @@ func (c *Client) pass() {
 	c.mu.passDone++
 	c.mu.passCond.Broadcast()
 	c.mu.Unlock()
+}
+
+// delay charges j's bytes to the Throttle's byte rate and, when they are
+// over it, queues j on the delayed list until they are due and returns
+// true; the worker goes on meanwhile. A chunk charged while others wait
+// queues behind them even if it is due, so that chunks keep the order in
+// which they were charged (a job's chunks are issued in ascending order).
+func (c *Client) delay(th *Throttle, j *job) bool {
+	due, cost, ok := th.reserveBytes(j.n)
+	j.charged, j.cost = true, cost
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch tail := c.mu.delayed.tail; {
+	case tail == nil && (!ok || due <= th.now()):
+		return false
+	case tail != nil && !ok:
+		// The rate was turned off while chunks wait: they are
+		// released at once (releaseDelayed); keep behind them.
+		due = tail.due
+	case tail != nil:
+		due = max(due, tail.due)
+	}
+	j.due = due
+	c.mu.delayed.pushBack(j)
+	if c.mu.delayStop == nil {
+		c.armDelayLocked(th)
+	}
+	return true
+}
+
+// armDelayLocked arms the timer that wakes the worker when the head of the
+// delayed list is due. Called with c.mu held and no timer armed.
+func (c *Client) armDelayLocked(th *Throttle) {
+	if h := c.mu.delayed.head; h != nil {
+		c.mu.delayStop = th.afterFunc(h.due-th.now(), func() {
+			c.mu.Lock()
+			c.mu.delayStop = nil
+			c.mu.Unlock()
+			c.wake()
+		})
+	}
+}
+
+// releaseDelayed moves the delayed chunks that are due to the front of the
+// io list, in order, and drops those whose context is done (giving their
+// bytes back to the rate); then it arms the timer for the next one.
+func (c *Client) releaseDelayed() {
+	th := c.throttle
+	if th == nil {
+		return
+	}
+	var due, dropped jobList
+	c.mu.Lock()
+	now := th.now()
+	if th.Rate() == 0 {
+		now = math.MaxInt64 // the rate was turned off: all are due
+	}
+	var prev *job
+	for j := c.mu.delayed.head; j != nil; {
+		next := j.next
+		switch {
+		case j.top.ctx.Err() != nil:
+			c.mu.delayed.remove(prev, j)
+			th.refund(j.cost)
+			dropped.pushBack(j)
+		case j.due <= now && prev == nil:
+			c.mu.delayed.remove(nil, j)
+			due.pushBack(j)
+		default:
+			prev = j
+		}
+		j = next
+	}
+	due.spliceBack(&c.mu.io)
+	c.mu.io = due
+	if c.mu.delayStop != nil && c.mu.delayStop() {
+		c.mu.delayStop = nil
+	}
+	if c.mu.delayStop == nil {
+		c.armDelayLocked(th)
+	}
+	c.mu.Unlock()
+	for j := dropped.popFront(); j != nil; j = dropped.popFront() {
+		c.drop(j) // nothing issued yet for this chunk
+	}
 }
 
 // popIO takes the first job of the io list that may be issued now: any
@@ -236,6 +324,11 @@ type job struct {
 	k        int               // Verify: the destination being checked
 	redo     bool              // an offloaded chunk copied again through a buffer
 
+	// Byte rate: charged is set once the chunk's bytes were taken from
+	// the Throttle, cost is what they cost and due when they may go.
+	charged   bool
+	cost, due time.Duration
+
 	req dmio.Request
 
 	// Prepared callbacks.
@@ -259,6 +352,7 @@ func (j *job) init(rel, n int64) {
 	j.readBad = j.readBad[:0]
 	j.writeErr = [MaxRegions]error{}
 	j.differ, j.k, j.redo = [MaxRegions]Range{}, 0, false
+	j.charged = false
 	switch {
 	case t.verify && t.zero:
 		j.op = opCheck
@@ -358,11 +452,8 @@ func (c *Client) runIO(j *job) {
 		// Data moves once per chunk: count it at the read, or at the
 		// zeroing of a Zero job (a DetectZeroes chunk turned into a
 		// zeroing was counted at its read).
-		if j.first() {
-			if err := th.waitBytes(t.ctx, j.n); err != nil {
-				c.drop(j)
-				return
-			}
+		if j.first() && !j.charged && c.delay(th, j) {
+			return
 		}
 		th.onIssue()
 	}

@@ -323,7 +323,7 @@ setup_zero_loop() {
 	fallocate -l "$size" "$work/zeroloop"
 	loop_attach "$work/zeroloop"
 	export DSTLOOP=$LOOP
-	add zero-loop "blkdiscard -z" peer 'blkdiscard -z "$DSTLOOP"' written_loop check_zero_loop
+	add zero-loop "blkdiscard -z; sync DEV" peer 'blkdiscard -z "$DSTLOOP" && sync "$DSTLOOP"' written_loop check_zero_loop
 	add zero-loop "kcopyd zero" kcopyd '"$KCOPYD" zero -q "$DSTLOOP"' written_loop check_zero_loop
 }
 setup_zero_nbd() {

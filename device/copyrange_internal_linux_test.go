@@ -6,10 +6,10 @@ import (
 	"bytes"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/kcopyd/kcopyd/device/blockdev/looptest"
 )
 
 // copyFiles returns a source file of size bytes holding data and an empty
@@ -76,56 +76,8 @@ func TestFileCopyRangeModes(t *testing.T) {
 	}
 }
 
-// xfsReflink makes a loop-mounted XFS with reflink=1 and returns its mount
-// point; the test skips when that cannot be done here.
-func xfsReflink(t *testing.T) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting an XFS image needs root")
-	}
-	for _, tool := range []string{"mkfs.xfs", "losetup", "mount", "umount", "filefrag"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not found (Debian xfsprogs, util-linux, mount, e2fsprogs)", tool)
-		}
-	}
-	img := filepath.Join(t.TempDir(), "xfs.img")
-	if err := os.WriteFile(img, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, 512<<20); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mkfs.xfs", "-q", "-m", "reflink=1", img).CombinedOutput(); err != nil {
-		t.Skipf("mkfs.xfs -m reflink=1: %v: %s", err, out)
-	}
-	out, err := exec.Command("losetup", "--find", "--show", img).Output()
-	if err != nil {
-		t.Skipf("losetup: %v (no loop devices here)", err)
-	}
-	loop := strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })
-	mnt := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "xfs", loop, mnt).CombinedOutput(); err != nil {
-		t.Skipf("mount -t xfs %s: %v: %s (no XFS in this kernel?)", loop, err, out)
-	}
-	// Cleanups run last-in first-out: unmount before detaching the loop.
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", mnt, err, out)
-		}
-	})
-	return mnt
-}
-
-// shared reports whether filefrag -v lists any extent of path as shared.
-func shared(t *testing.T, path string) bool {
-	t.Helper()
-	out, err := exec.Command("filefrag", "-v", path).CombinedOutput()
-	if err != nil {
-		t.Fatalf("filefrag -v %s: %v: %s", path, err, out)
-	}
-	return strings.Contains(string(out), "shared")
-}
+// xfsReflink makes a loop-mounted XFS with reflink=1 (looptest.XFSReflink).
+func xfsReflink(t *testing.T) string { return looptest.XFSReflink(t) }
 
 // TestFileCopyRangeReflink clones between two files on XFS with reflink
 // and checks that the destination shares the source's blocks; an
@@ -135,13 +87,13 @@ func TestFileCopyRangeReflink(t *testing.T) {
 	mnt := xfsReflink(t)
 	data := testData(4 << 20)
 	src, dst := copyFiles(t, mnt, mnt, data)
-	if shared(t, dst.path) {
+	if looptest.Shared(t, dst.path) {
 		t.Fatalf("%s shares blocks before any copy", dst.path)
 	}
 	if n, err := dst.CopyRange(src, 0, 0, 2<<20); n != 2<<20 || err != nil {
 		t.Fatalf("CopyRange(src, 0, 0, 2 MiB) = %d, %v; want 2 MiB, nil", n, err)
 	}
-	if !shared(t, dst.path) {
+	if !looptest.Shared(t, dst.path) {
 		t.Errorf("after an aligned CopyRange on XFS with reflink, filefrag -v %s shows no shared extent", dst.path)
 	}
 	if got := dst.copyMode(src.fsDev).Load(); got != copyClone {

@@ -169,6 +169,36 @@ type RangeCopier interface {
 	CopyRange(src Device, srcOff, dstOff, n int64) (written int64, err error)
 }
 
+// Starter is implemented by devices that can start a read or a write and
+// report its completion later, so that a request in flight needs no
+// goroutine waiting for it (device.File and blockdev.Device with O_DIRECT
+// and io_uring). The engine uses it, when present, before ReadAt and
+// WriteAt.
+type Starter interface {
+	// StartReadAt starts reading len(p) bytes at off into p and returns
+	// true; c.Complete is then called exactly once, on another
+	// goroutine, with the number of bytes read and the error, and p
+	// must not be touched until then. A count short of len(p) with a
+	// nil error is possible: the caller must check it.
+	//
+	// StartReadAt returns false, having started nothing, when it cannot
+	// start this request now (the device is closed, read-only for a
+	// write, the request is not aligned or crosses Size, or no
+	// capacity is left); the caller then uses ReadAt, which reports
+	// what is wrong. Safe for concurrent use.
+	StartReadAt(p []byte, off int64, c Completer) bool
+
+	// StartWriteAt is StartReadAt for writing p at off.
+	StartWriteAt(p []byte, off int64, c Completer) bool
+}
+
+// Completer receives the result of a request started through a Starter.
+// Complete must not block for long: it runs on the goroutine that reaps
+// every completion of the device.
+type Completer interface {
+	Complete(n int, err error)
+}
+
 // Extent is a run of bytes with the same allocation state.
 type Extent struct {
 	Off, Len int64

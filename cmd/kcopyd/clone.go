@@ -206,7 +206,7 @@ func (r *cloneRun) open(ctx context.Context, args []string, th *kcopyd.Throttle)
 	if r.dst.kind == locURL {
 		return inputError(fmt.Errorf("%s: DEST must be a file or block device", r.dst.spec))
 	}
-	if err := r.src.open(ctx, openMode{nbd: &o.nbd}); err != nil {
+	if err := r.src.open(ctx, openMode{buffered: true, nbd: &o.nbd}); err != nil {
 		return inputError(err)
 	}
 	if !r.dst.exists && !o.create {
@@ -216,7 +216,7 @@ func (r *cloneRun) open(ctx context.Context, args []string, th *kcopyd.Throttle)
 		return inputError(fmt.Errorf("%s: %w", r.dst.spec, clone.ErrSameDevice))
 	}
 	if r.dst.exists {
-		err = r.dst.open(ctx, openMode{write: true})
+		err = r.dst.open(ctx, openMode{write: true, buffered: true})
 	} else {
 		err = r.dst.create(r.src.dev.Size(), openMode{write: true})
 	}

@@ -165,6 +165,8 @@ func runCopy(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 	if err != nil {
 		return w.fail(err)
 	}
+	o.settleSubJobSize(src)
+	o.settleSubJobSize(locs...)
 	client, err := kcopyd.NewClient(&kcopyd.Options{SubJobSize: o.subJobSize.n, Throttle: th})
 	if err != nil {
 		return w.fail(inputError(fmt.Errorf("engine: %w", err)))

@@ -18,6 +18,30 @@ import (
 // 512 KiB, for 18 MiB of peak memory instead of 14 (docs/PERFORMANCE.md).
 const defaultSubJobSize = 1 << 20
 
+// directSubJobSize is the default chunk size when a location is read or
+// written with O_DIRECT (--direct, or a block device by default), where
+// each request costs a round trip to the device and no page cache batches
+// them. Measured on 1 GiB with --direct, 4 MiB against 1 MiB chunks: 0.22-
+// 0.34 against 0.46-0.59 CPU seconds file -> file, 0.33-0.35 against
+// 0.50-0.52 loop -> loop, at the same wall time; peak RSS 40 MiB against
+// 15 MiB.
+const directSubJobSize = 4 << 20
+
+// settleSubJobSize picks the default chunk size once the locations are
+// open: directSubJobSize when one of them uses O_DIRECT, else
+// defaultSubJobSize. A --sub-job-size given on the command line stays.
+func (o *options) settleSubJobSize(locs ...*location) {
+	if o.subJobSize.set {
+		return
+	}
+	for _, l := range locs {
+		if l != nil && l.dev != nil && (l.autoDirect || (o.direct && l.kind != locURL)) {
+			o.subJobSize.n = directSubJobSize
+			return
+		}
+	}
+}
+
 type options struct {
 	offset, length, destOffset sizeFlag
 	regionsFile                string
@@ -30,6 +54,7 @@ type options struct {
 	writeSeq                   bool
 	punchHoles                 bool // zero: files lose the zeroed blocks
 	direct                     bool
+	buffered                   bool
 	sparse, noSparse           bool
 	destIsZero                 bool
 	create                     bool
@@ -73,8 +98,9 @@ func (o *options) register(cmd *cobra.Command, fs flagSet) {
 		f.StringVar(&o.regionsFile, "regions", "", "zero the regions listed in `FILE` (- = stdin), one \"OFFSET LENGTH\" per line")
 	}
 	f.IntVarP(&o.jobs, "jobs", "j", defaultJobs, "at most `N` regions in flight")
-	f.Var(&o.subJobSize, "sub-job-size", "engine chunk `SIZE`, a multiple of 4KiB from 4KiB to 64MiB (default 1MiB)")
-	f.BoolVar(&o.direct, "direct", false, "open every location with O_DIRECT (fails if a device or file system refuses it)")
+	f.Var(&o.subJobSize, "sub-job-size", "engine chunk `SIZE`, a multiple of 4KiB from 4KiB to 64MiB (default 1MiB, 4MiB when a location uses O_DIRECT)")
+	f.BoolVar(&o.direct, "direct", false, "open every location with O_DIRECT (fails if a device or file system refuses it; block devices use it by default)")
+	f.BoolVar(&o.buffered, "buffered", false, "open block devices through the page cache (by default they are opened with O_DIRECT where it works)")
 	if fs.write {
 		f.IntVar(&o.throttle, "throttle", 100, "let kcopyd use the disks at most `PERCENT` of the time (1..100; 100 = no limit)")
 		f.Var(&o.rate, "rate", "limit the copy to `SIZE` bytes per second (0 = unlimited)")
@@ -142,6 +168,9 @@ func (o *options) check(cmd *cobra.Command, specs []string) error {
 	}
 	if o.sparse && o.noSparse {
 		return usageErrorf("--sparse and --no-sparse cannot be combined")
+	}
+	if o.direct && o.buffered {
+		return usageErrorf("--direct and --buffered cannot be combined")
 	}
 	if o.noSparse && o.destIsZero {
 		return usageErrorf("--dest-is-zero works only with --sparse (the default), not with --no-sparse")

@@ -92,9 +92,13 @@ type engineRun struct {
 	plan    *planner
 	maxJobs int
 	flags   kcopyd.Flags // IgnoreError, WriteSeq
-	sparse  bool         // detect or skip zero chunks
-	ignore  bool
-	prog    progress
+	// zeroChunks looks at what chunks hold: an all-zero chunk is skipped
+	// where the destination reads as zeroes already (SkipZeroes) and
+	// written as a zeroing elsewhere (DetectZeroes). False without
+	// --sparse and where the copy is offloaded (offloadable).
+	zeroChunks bool
+	ignore     bool
+	prog       progress
 	// interruptWait bounds the wait for I/O in flight once the context
 	// is done; waitNote says, after a second of it, what is awaited.
 	interruptWait time.Duration
@@ -340,7 +344,7 @@ func (r *engineRun) submit(ctx context.Context, t *task, done chan<- *task) erro
 	if seg.kind == segZero {
 		t.job, err = r.client.Zero(ctx, regs, flags, cb)
 	} else {
-		if r.sparse {
+		if r.zeroChunks {
 			if allZero {
 				flags |= kcopyd.SkipZeroes
 			} else {

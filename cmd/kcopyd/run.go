@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/kcopyd/kcopyd"
 	"github.com/kcopyd/kcopyd/device"
@@ -149,7 +150,7 @@ func checkOpenedDuplicates(locs []*location) error {
 
 // openForWrite opens every existing destination for writing.
 func (w *writeRun) openForWrite(ctx context.Context, l *location) error {
-	err := l.open(ctx, openMode{write: true, direct: w.o.direct, force: w.o.force, nbd: &w.o.nbd, keepAllocation: w.verb == "zero" && !w.o.punchHoles})
+	err := l.open(ctx, openMode{write: true, direct: w.o.direct, buffered: w.o.buffered, force: w.o.force, nbd: &w.o.nbd, keepAllocation: w.verb == "zero" && !w.o.punchHoles})
 	if err == nil && l.forced {
 		fmt.Fprintf(w.e.stderr, "kcopyd: warning: %s is in use; writing to it anyway (--force)\n", l.spec)
 	}
@@ -188,7 +189,7 @@ func (w *writeRun) openSource(ctx context.Context, cmd *cobra.Command, args []st
 	if !src.exists {
 		return nil, nil, nil, w.fail(inputError(fmt.Errorf("source %s does not exist", src.spec)))
 	}
-	if err := src.open(ctx, openMode{direct: o.direct, nbd: &o.nbd}); err != nil {
+	if err := src.open(ctx, openMode{direct: o.direct, buffered: o.buffered, nbd: &o.nbd}); err != nil {
 		return nil, nil, nil, w.fail(inputError(fmt.Errorf("source: %w", err)))
 	}
 	w.src = src
@@ -206,6 +207,38 @@ func (w *writeRun) warnNotes(l *location) {
 	}
 }
 
+// offloadable reports whether a copy from src to dests is left to the
+// file system's reflink (FICLONERANGE, through the engine's copy offload):
+// every location a regular file, all on one XFS or Btrfs file system (the
+// ones that share blocks; the engine falls back to copying through memory,
+// once, where a file system refuses), without --direct. Zero detection is
+// then left out, since it needs the bytes in memory: zeroes inside data
+// are shared like the rest, and holes are still skipped from SEEK_DATA.
+// Elsewhere zero detection is kept: on ext4, whose copy_file_range copies
+// zeroes as data, the copy would lose the sparseness the command promises
+// (1 GiB file -> new file on ext4, offloaded: 2.0 s and 0.51-0.64 CPU
+// seconds, with zero detection 2.3 s and 0.83-0.88, on a busy machine).
+func offloadable(src *location, dests []*dest, direct bool) bool {
+	if direct || src.kind != locFile {
+		return false
+	}
+	var st unix.Stat_t
+	var fs unix.Statfs_t
+	if unix.Stat(src.spec, &st) != nil || unix.Statfs(src.spec, &fs) != nil {
+		return false
+	}
+	if fs.Type != unix.XFS_SUPER_MAGIC && fs.Type != unix.BTRFS_SUPER_MAGIC {
+		return false
+	}
+	for _, d := range dests {
+		var dst unix.Stat_t
+		if d.loc.kind != locFile || unix.Stat(d.loc.spec, &dst) != nil || dst.Dev != st.Dev {
+			return false
+		}
+	}
+	return true
+}
+
 // checkAlignment checks the regions against the alignment each device
 // demands (under --direct, its logical block size or statx's dio
 // alignment). A region may end unaligned exactly at a device's end.
@@ -214,6 +247,11 @@ func checkAlignment(regions []region, src *location, locs []*location, direct bo
 		a := int64(device.LimitsOf(l.dev).OffsetAlign)
 		if a <= 1 {
 			return nil
+		}
+		if l.autoDirect && (off%a != 0 || (length%a != 0 && off+length != l.dev.Size())) {
+			// O_DIRECT was our choice, not the user's: serve this
+			// region through the page cache instead.
+			return l.reopenBuffered()
 		}
 		hint := ""
 		if direct {
@@ -391,8 +429,9 @@ func (w *writeRun) execute(ctx context.Context, client *kcopyd.Client, th *kcopy
 	}
 	r := &engineRun{
 		client: client, src: srcDev, dests: dests, regions: w.regions, plan: plan,
-		maxJobs: o.inFlight(), flags: flags, sparse: w.src != nil && !o.noSparse,
-		ignore: o.ignoreErrors, prog: prog, interruptWait: o.interruptWait,
+		maxJobs: o.inFlight(), flags: flags,
+		zeroChunks: w.src != nil && !o.noSparse && !offloadable(w.src, dests, o.direct),
+		ignore:     o.ignoreErrors, prog: prog, interruptWait: o.interruptWait,
 		waitNote: func(s string) { fmt.Fprintf(msgs, "kcopyd: %s\n", s) },
 		pm:       w.pm, ckInterval: o.checkpointInterval,
 	}

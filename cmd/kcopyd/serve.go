@@ -116,7 +116,7 @@ func runServe(ctx context.Context, e *env, o *serveOptions, args []string) error
 	if l.kind == locURL || !l.exists {
 		return inputError(fmt.Errorf("%s: serve exports an existing file or block device", l.spec))
 	}
-	if err := l.open(ctx, openMode{write: !o.readOnly}); err != nil {
+	if err := l.open(ctx, openMode{write: !o.readOnly, buffered: true}); err != nil {
 		return inputError(err)
 	}
 	defer l.close()

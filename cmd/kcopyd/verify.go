@@ -68,7 +68,7 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 		if !l.exists {
 			return w.fail(inputError(fmt.Errorf("destination %s does not exist", l.spec)))
 		}
-		if err := l.open(ctx, openMode{direct: o.direct, nbd: &o.nbd}); err != nil {
+		if err := l.open(ctx, openMode{direct: o.direct, buffered: o.buffered, nbd: &o.nbd}); err != nil {
 			return w.fail(inputError(fmt.Errorf("destination %w", err)))
 		}
 		w.warnNotes(l)

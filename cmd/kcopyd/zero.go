@@ -144,6 +144,7 @@ func runZero(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 	if err != nil {
 		return w.fail(err)
 	}
+	o.settleSubJobSize(locs...)
 	client, err := kcopyd.NewClient(&kcopyd.Options{SubJobSize: o.subJobSize.n, Throttle: th})
 	if err != nil {
 		return w.fail(inputError(fmt.Errorf("engine: %w", err)))

@@ -25,6 +25,8 @@ func TestConformance(t *testing.T) {
 		{"4096/buffered", blockdev.Options{}, []looptest.Option{looptest.SectorSize(4096)}},
 		{"4096/direct", blockdev.Options{Direct: true, Exclusive: true}, []looptest.Option{looptest.SectorSize(4096)}},
 		{"4096/direct/loop-dio", blockdev.Options{Direct: true}, []looptest.Option{looptest.SectorSize(4096), looptest.DirectIO()}},
+		{"512/direct/io_uring", blockdev.Options{Direct: true, IOUring: true}, nil},
+		{"4096/direct/loop-dio/io_uring", blockdev.Options{Direct: true, IOUring: true}, []looptest.Option{looptest.SectorSize(4096), looptest.DirectIO()}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			devicetest.Run(t, func(t *testing.T, size int64) device.Device {

@@ -85,6 +85,7 @@ func Run(t *testing.T, open OpenFunc) {
 		{"Discard", window + 1234, (*tester).testDiscard},
 		{"Flush", window, (*tester).testFlush},
 		{"CopyRange", window + 1234, (*tester).testCopyRange},
+		{"Starter", window, (*tester).testStarter},
 		{"Extents", window + 1234, (*tester).testExtents},
 		{"Identity", window, (*tester).testIdentity},
 		{"Close", window, (*tester).testClose},

@@ -101,6 +101,30 @@ type Request struct {
 	Bad  []Range           // OpRead with an error: device ranges zero-filled
 
 	pending atomic.Int32
+	started [MaxRegions]started // the Completer of each region started through a device.Starter
+}
+
+// started completes one region of a request that a device.Starter
+// started. It lives inside the Request, so starting a region allocates
+// nothing.
+type started struct {
+	e *Engine
+	r *Request
+	i int
+}
+
+// Complete implements device.Completer. Anything but the whole region
+// done without error (a short count, an error) is done again by an I/O
+// goroutine the ordinary way, which retries short transfers, salvages
+// reads and reports errors as *device.IOError; requests are idempotent, so
+// doing one twice is safe.
+func (s *started) Complete(n int, err error) {
+	r, i := s.r, s.i
+	if err != nil || int64(n) != r.Regions[i].Len {
+		s.e.tasks <- task{r, i}
+		return
+	}
+	r.regionDone(i, nil)
 }
 
 type task struct {
@@ -143,7 +167,40 @@ func (e *Engine) Submit(r *Request) {
 	r.Bad = r.Bad[:0]
 	r.pending.Store(int32(n))
 	for i := range n {
-		e.tasks <- task{r, i}
+		if !e.start(r, i) {
+			e.tasks <- task{r, i}
+		}
+	}
+}
+
+// start starts region i of r on its device when the device is a
+// device.Starter and the region needs one transfer, and reports whether it
+// did.
+func (e *Engine) start(r *Request, i int) bool {
+	if r.Op != OpRead && r.Op != OpWrite {
+		return false
+	}
+	reg := r.Regions[i]
+	s, ok := reg.Dev.(device.Starter)
+	if !ok {
+		return false
+	}
+	if m := device.LimitsOf(reg.Dev).MaxTransfer; m > 0 && reg.Len > m {
+		return false
+	}
+	r.started[i] = started{e, r, i}
+	if r.Op == OpRead {
+		return s.StartReadAt(r.Buf[:reg.Len], reg.Off, &r.started[i])
+	}
+	return s.StartWriteAt(r.Buf[:reg.Len], reg.Off, &r.started[i])
+}
+
+// regionDone records region i's result and completes r after its last
+// region.
+func (r *Request) regionDone(i int, err error) {
+	r.Errs[i] = err
+	if r.pending.Add(-1) == 0 {
+		r.Notify(r)
 	}
 }
 
@@ -170,10 +227,7 @@ func (e *Engine) run() {
 		case OpCopyRange:
 			err = copyRange(r.Src, reg)
 		}
-		r.Errs[t.i] = err
-		if r.pending.Add(-1) == 0 {
-			r.Notify(r)
-		}
+		r.regionDone(t.i, err)
 	}
 }
 

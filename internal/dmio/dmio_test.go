@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"math/rand/v2"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/kcopyd/kcopyd/device"
@@ -193,5 +195,106 @@ func TestContradictoryLimits(t *testing.T) {
 		if !errors.Is(r.Errs[0], ErrBadLimits) {
 			t.Errorf("%v: err = %v; want ErrBadLimits", r.Op, r.Errs[0])
 		}
+	}
+}
+
+// starter is a device.Starter over a Mem: it completes each started
+// request on a goroutine of its own, the first shortN of them short by one
+// byte and the next failN of them with errBad, and counts the requests
+// done through ReadAt and WriteAt (the ordinary path).
+type starter struct {
+	*device.Mem
+	mu            sync.Mutex
+	shortN, failN int
+	started       int
+	refuse        bool
+	plainCalls    atomic.Int32
+}
+
+func (s *starter) ReadAt(p []byte, off int64) (int, error) {
+	s.plainCalls.Add(1)
+	return s.Mem.ReadAt(p, off)
+}
+
+func (s *starter) WriteAt(p []byte, off int64) (int, error) {
+	s.plainCalls.Add(1)
+	return s.Mem.WriteAt(p, off)
+}
+
+func (s *starter) StartReadAt(p []byte, off int64, c device.Completer) bool {
+	return s.start(p, off, c, s.Mem.ReadAt)
+}
+
+func (s *starter) StartWriteAt(p []byte, off int64, c device.Completer) bool {
+	return s.start(p, off, c, s.Mem.WriteAt)
+}
+
+func (s *starter) start(p []byte, off int64, c device.Completer, do func([]byte, int64) (int, error)) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.refuse {
+		return false
+	}
+	s.started++
+	short, fail := s.shortN > 0, s.shortN == 0 && s.failN > 0
+	if short {
+		s.shortN--
+	} else if fail {
+		s.failN--
+	}
+	go func() {
+		switch {
+		case fail:
+			c.Complete(0, errBad)
+		case short:
+			n, err := do(p[:len(p)-1], off)
+			c.Complete(n, err)
+		default:
+			c.Complete(do(p, off))
+		}
+	}()
+	return true
+}
+
+// TestStarter copies through devices that start requests themselves: a
+// request completed whole takes no I/O goroutine, and one completed short
+// or with an error is done again the ordinary way, so the bytes and the
+// errors are those of the ordinary path.
+func TestStarter(t *testing.T) {
+	e := New(2)
+	defer e.Close()
+	data := random(256 << 10)
+	for _, tc := range []struct {
+		name          string
+		shortN, failN int
+		refuse        bool
+		plain         int32 // ReadAt and WriteAt calls expected
+	}{
+		{"started", 0, 0, false, 0},
+		{"short", 1, 0, false, 1},
+		{"failed", 0, 1, false, 1},
+		{"refused", 0, 0, true, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := &starter{Mem: device.NewMemFrom(append([]byte(nil), data...)), shortN: tc.shortN, failN: tc.failN, refuse: tc.refuse}
+			buf := make([]byte, len(data))
+			r := run(t, e, &Request{Op: OpRead, Regions: [MaxRegions]Region{{src, 0, int64(len(data))}}, N: 1, Buf: buf})
+			if r.Errs[0] != nil || !bytes.Equal(buf, data) {
+				t.Fatalf("read: %v, equal %v", r.Errs[0], bytes.Equal(buf, data))
+			}
+			if got := src.plainCalls.Load(); got != tc.plain {
+				t.Fatalf("read: %d ReadAt calls, want %d", got, tc.plain)
+			}
+			dst := &starter{Mem: device.NewMem(int64(len(data))), shortN: tc.shortN, failN: tc.failN, refuse: tc.refuse}
+			r = run(t, e, &Request{Op: OpWrite, Regions: [MaxRegions]Region{{dst, 0, int64(len(data))}}, N: 1, Buf: buf})
+			got := make([]byte, len(data))
+			dst.Mem.ReadAt(got, 0)
+			if r.Errs[0] != nil || !bytes.Equal(got, data) {
+				t.Fatalf("write: %v, equal %v", r.Errs[0], bytes.Equal(got, data))
+			}
+			if got := dst.plainCalls.Load(); got != tc.plain {
+				t.Fatalf("write: %d WriteAt calls, want %d", got, tc.plain)
+			}
+		})
 	}
 }

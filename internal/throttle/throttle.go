@@ -38,6 +38,7 @@ import (
 	"context"
 	"math/bits"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -333,12 +334,19 @@ func (t *Throttle) WaitBytes(ctx context.Context, n int64) error {
 // reserve takes n bytes of credit and returns how long to wait and the
 // cost taken; ok is false when no rate is set.
 func (t *Throttle) reserve(n int64) (wait, c time.Duration, ok bool) {
+	due, now, c, ok := t.reserveAt(n)
+	return due - now, c, ok
+}
+
+// reserveAt takes n bytes of credit and returns when, on t's clock, the
+// bytes may go, the time it read, and the cost taken.
+func (t *Throttle) reserveAt(n int64) (due, now, c time.Duration, ok bool) {
 	t.bucket.Lock()
 	defer t.bucket.Unlock()
 	if t.bucket.rate == 0 {
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
-	now := t.now()
+	now = t.now()
 	c = cost(n, t.bucket.rate)
 	tat := max(t.bucket.tat, now)
 	if tat > time.Duration(1<<63-1)-c {
@@ -347,7 +355,44 @@ func (t *Throttle) reserve(n int64) (wait, c time.Duration, ok bool) {
 		tat += c
 	}
 	t.bucket.tat = tat
-	return tat - now - Burst, c, true
+	return tat - Burst, now, c, true
+}
+
+// Reserve takes n bytes of credit, as WaitBytes does, without waiting: it
+// returns when the bytes may go, on t's clock (Now), and the cost taken,
+// for Refund. ok is false, and nothing is taken, when no rate is set or
+// n <= 0. For a caller that must not block, such as the engine's worker:
+// it queues the request until due and goes on with other work, so that
+// its own work never makes it late for the rate.
+func (t *Throttle) Reserve(n int64) (due, cost time.Duration, ok bool) {
+	if t == nil || n <= 0 {
+		return 0, 0, false
+	}
+	due, _, cost, ok = t.reserveAt(n)
+	return due, cost, ok
+}
+
+// Refund gives back the cost of a Reserve whose bytes did not go.
+func (t *Throttle) Refund(cost time.Duration) { t.refund(cost) }
+
+// Now reads t's clock.
+func (t *Throttle) Now() time.Duration { return t.now() }
+
+// AfterFunc calls f once d has passed on t's clock, on a goroutine of its
+// own, and returns a function that cancels the call if it has not run.
+// On an injected clock (NewWithClock) the wait is the injected sleep.
+func (t *Throttle) AfterFunc(d time.Duration, f func()) (stop func() bool) {
+	if t.realClock {
+		return time.AfterFunc(d, f).Stop
+	}
+	var stopped atomic.Bool
+	go func() {
+		t.sleep(d)
+		if !stopped.Swap(true) {
+			f()
+		}
+	}()
+	return func() bool { return !stopped.Swap(true) }
 }
 
 // refund gives back credit taken by reserve.
