@@ -9,6 +9,7 @@ import (
 
 	"github.com/kcopyd/kcopyd"
 	"github.com/kcopyd/kcopyd/device"
+	"github.com/kcopyd/kcopyd/plan"
 )
 
 const copyLong = `Copy a region of SOURCE to every DEST (1 to 8). Each chunk of the source is
@@ -201,9 +202,9 @@ func runCopy(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 		dests[i] = &dest{loc: l, zeroFrom: knownZeroFrom(l, o.destIsZero)}
 		devAlign = max(devAlign, maxAlign(l.dev))
 	}
-	plan := &planner{kind: segCopy, regions: regions, dests: dests, align: devAlign}
+	pc := planConf{kind: plan.Copy, align: devAlign}
 	if ext, ok := src.dev.(device.Extenter); ok && !o.noSparse {
-		plan.ext = ext
+		pc.ext = ext
 	}
 	if err := w.setupMap(src, dests); err != nil {
 		return w.fail(err)
@@ -212,7 +213,7 @@ func runCopy(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 		return w.mapNoop()
 	}
 	clientClosed = true
-	return w.execute(ctx, client, th, rateContent, dests, plan, total)
+	return w.execute(ctx, client, th, rateContent, dests, pc, total)
 }
 
 // checkRegionOverlaps refuses regions whose destination ranges overlap

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kcopyd/kcopyd"
+	"github.com/kcopyd/kcopyd/batch"
 	"github.com/kcopyd/kcopyd/device"
 )
 
@@ -352,74 +353,51 @@ func (o *options) newThrottle() (*kcopyd.Throttle, []byte, error) {
 
 // execute runs the planned segments with the engine, flushes, verifies
 // (--verify), closes and reports. It returns the command's result.
-func (w *writeRun) execute(ctx context.Context, client *kcopyd.Client, th *kcopyd.Throttle, rateContent []byte, dests []*dest, plan *planner, total int64) error {
+func (w *writeRun) execute(ctx context.Context, client *kcopyd.Client, th *kcopyd.Throttle, rateContent []byte, dests []*dest, pc planConf, total int64) error {
 	o := w.o
 	if err := o.sequentialFor(dests, w.e.stderr); err != nil {
 		client.Close()
 		return w.fail(err)
-	}
-	var srcDev device.Device
-	if w.src != nil {
-		srcDev = w.src.dev
 	}
 	prog := newProgress(progressConfig{out: w.e.stderr, quiet: o.quiet, verb: w.verb, total: total, names: destNames(w.locs), interval: o.progressInterval})
 	msgs := io.Writer(w.e.stderr)
 	if bp, ok := prog.(*barProgress); ok {
 		msgs = bp.p
 	}
-	watchCtx, stopWatch := context.WithCancel(ctx)
-	var watchWG sync.WaitGroup
-	if o.rateFile != "" {
-		watchWG.Add(1)
-		go func() {
-			defer watchWG.Done()
-			watchRateFile(watchCtx, o.rateFile, rateContent, th, msgs, rateFilePoll)
-		}()
-	}
-	var flags kcopyd.Flags
-	if o.ignoreErrors {
-		flags |= kcopyd.IgnoreError
-	}
-	if o.writeSeq {
-		flags |= kcopyd.WriteSeq
-	}
-	plan.warn = func(msg string) {
-		w.warnMu.Lock()
-		defer w.warnMu.Unlock()
-		w.rep.Warnings = append(w.rep.Warnings, msg)
-		fmt.Fprintf(msgs, "kcopyd: warning: %s\n", msg)
-	}
-	r := &engineRun{
-		client: client, src: srcDev, dests: dests, regions: w.regions, plan: plan,
-		maxJobs: o.inFlight(), flags: flags, sparse: w.src != nil && !o.noSparse,
-		ignore: o.ignoreErrors, prog: prog, interruptWait: o.interruptWait,
-		waitNote: func(s string) { fmt.Fprintf(msgs, "kcopyd: %s\n", s) },
-		pm:       w.pm, ckInterval: o.checkpointInterval,
-	}
-	plan.pm = w.pm
-	r.run(ctx)
+	stopWatch := w.watchRate(ctx, th, rateContent, msgs)
+	b := w.newBatch(client, dests, pc, prog, msgs)
+	b.Run(ctx)
 	stopWatch()
-	watchWG.Wait()
-	if r.abandoned {
+	res := b.Result()
+	if res.Abandoned {
+		takeResults(res, dests)
 		// Closing the client, flushing or closing a location would wait
 		// for the I/O that did not finish.
 		w.abandoned = true
 		prog.stop()
 		fmt.Fprintf(w.e.stderr, "kcopyd: the destinations were not flushed; the bytes reported complete were written, the jobs still in flight may be partly written\n")
-		return w.conclude(r, dests, total, verifyOutcome{})
+		return w.conclude(res, dests, total, verifyOutcome{})
 	}
 	closeErr := client.Close()
+	return w.afterRun(ctx, b, res, closeErr, dests, prog, total)
+}
 
+// afterRun makes the destinations durable (the final checkpoint under
+// --map, else a flush unless --no-flush), verifies them (--verify), closes
+// everything and concludes.
+func (w *writeRun) afterRun(ctx context.Context, b *batch.Batch, res *batch.Result, closeErr error, dests []*dest, prog progress, total int64) error {
+	o := w.o
 	switch {
 	case w.pm != nil:
 		// The final checkpoint, also after an interrupt: the jobs in
 		// flight have finished.
-		r.checkpoint()
+		w.pm.checkpoint(b, func(s string) { fmt.Fprintf(w.e.stderr, "kcopyd: %s\n", s) })
 	case !o.noFlush:
-		r.flush()
+		b.Flush()
 	}
+	takeResults(res, dests) // with the flush errors
 	var v verifyOutcome
-	v.ran = o.verify && !r.canceled && r.internalErr == nil && (r.readErr == nil || o.ignoreErrors)
+	v.ran = o.verify && !res.Canceled && res.InternalErr == nil && (res.ReadErr == nil || o.ignoreErrors)
 	if v.ran {
 		v.srcErr, v.stopped = w.verifyDests(ctx, dests, prog)
 	}
@@ -429,10 +407,28 @@ func (w *writeRun) execute(ctx context.Context, client *kcopyd.Client, th *kcopy
 			dests[i].errs = append(dests[i].errs, fmt.Errorf("close: %w", err))
 		}
 	}
-	if closeErr != nil && r.internalErr == nil {
-		r.internalErr = closeErr
+	if closeErr != nil && res.InternalErr == nil {
+		res.InternalErr = closeErr
 	}
-	return w.conclude(r, dests, total, v)
+	return w.conclude(res, dests, total, v)
+}
+
+// watchRate follows --rate-file until the returned function is called.
+func (w *writeRun) watchRate(ctx context.Context, th *kcopyd.Throttle, rateContent []byte, msgs io.Writer) (stop func()) {
+	if w.o.rateFile == "" {
+		return func() {}
+	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		watchRateFile(watchCtx, w.o.rateFile, rateContent, th, msgs, rateFilePoll)
+	}()
+	return func() {
+		stopWatch()
+		wg.Wait()
+	}
 }
 
 // verifyOutcome is the result of the --verify phase.
@@ -494,10 +490,10 @@ func (w *writeRun) giveUp(ctx context.Context, idle <-chan struct{}, what string
 
 // conclude prints the outcome, fills the JSON report and returns the
 // result.
-func (w *writeRun) conclude(r *engineRun, dests []*dest, total int64, v verifyOutcome) error {
+func (w *writeRun) conclude(r *batch.Result, dests []*dest, total int64, v verifyOutcome) error {
 	o, out := w.o, w.e.stderr
 	elapsed := time.Since(w.start)
-	done := r.completed()
+	done := r.Completed
 	w.rep.Bytes, w.rep.Total = done, total
 	w.rep.Destinations = nil
 	var failed, ok []string
@@ -519,12 +515,12 @@ func (w *writeRun) conclude(r *engineRun, dests []*dest, total int64, v verifyOu
 		}
 		w.rep.Destinations = append(w.rep.Destinations, jd)
 	}
-	if r.readErr != nil {
+	if r.ReadErr != nil {
 		w.rep.ReadError = true
-		w.rep.ReadMessage = errPtr(r.readErr)
+		w.rep.ReadMessage = errPtr(r.ReadErr)
 	}
-	w.rep.Interrupted = r.canceled || v.stopped
-	prefixes := r.regionPrefixes()
+	w.rep.Interrupted = r.Canceled || v.stopped
+	prefixes := r.Prefixes
 	if o.regionsFile == "" && len(w.regions) == 1 {
 		c := prefixes[0]
 		w.rep.Completed = &c
@@ -536,24 +532,24 @@ func (w *writeRun) conclude(r *engineRun, dests []*dest, total int64, v verifyOu
 		err  error
 	)
 	switch {
-	case r.canceled:
+	case r.Canceled:
 		code = exitInterrupted
 		err = errors.New("interrupted")
 	case v.stopped:
 		code = exitInterrupted
 		err = fmt.Errorf("interrupted while verifying: the %s finished, but the destinations were not all compared (run \"kcopyd verify\" to check them)", w.verb)
-	case r.internalErr != nil:
+	case r.InternalErr != nil:
 		code = exitWriteError
-		if !r.submitted {
+		if !r.Submitted {
 			code = exitUsage
 		}
-		err = fmt.Errorf("the engine refused the job: %w", r.internalErr)
-	case r.readErr != nil:
+		err = fmt.Errorf("the engine refused the job: %w", r.InternalErr)
+	case r.ReadErr != nil:
 		code = exitReadError
 		if o.ignoreErrors {
-			err = fmt.Errorf("read error on %s (unreadable ranges were written as zeroes, see failed_ranges under --json): %w", w.src.spec, r.readErr)
+			err = fmt.Errorf("read error on %s (unreadable ranges were written as zeroes, see failed_ranges under --json): %w", w.src.spec, r.ReadErr)
 		} else {
-			err = fmt.Errorf("read error on %s: %w", w.src.spec, r.readErr)
+			err = fmt.Errorf("read error on %s: %w", w.src.spec, r.ReadErr)
 		}
 	case len(failed) > 0:
 		code = exitWriteError
@@ -573,12 +569,12 @@ func (w *writeRun) conclude(r *engineRun, dests []*dest, total int64, v verifyOu
 		err = errors.New("verify found a difference")
 	}
 	code, err = w.concludeMap(code, err)
-	if r.canceled || code == exitReadError && r.readErr != nil && !o.ignoreErrors {
+	if r.Canceled || code == exitReadError && r.ReadErr != nil && !o.ignoreErrors {
 		w.printResume(out, prefixes, nil)
 	}
 	for i, d := range dests {
 		if d.failed() && len(w.rep.Destinations[i].Remaining) > 0 {
-			w.printResume(out, r.destPrefixes(i), d)
+			w.printResume(out, r.Dests[i].Prefixes, d)
 		}
 	}
 	if code == exitOK && !o.quiet {
@@ -701,14 +697,14 @@ func (w *writeRun) remaining(prefixes []int64) [][3]int64 {
 
 // reportDest fills in what the run left on destination i: the prefix
 // known good, what remains to finish it and the ranges never written.
-func (w *writeRun) reportDest(r *engineRun, i int, jd *jsonDest) {
-	prefixes := r.destPrefixes(i)
+func (w *writeRun) reportDest(r *batch.Result, i int, jd *jsonDest) {
+	prefixes := r.Dests[i].Prefixes
 	if w.o.regionsFile == "" && len(w.regions) == 1 {
 		c := prefixes[0]
 		jd.Completed = &c
 	}
 	jd.Remaining = w.remaining(prefixes)
-	for reg, u := range r.unwrittenFrom(i) {
+	for reg, u := range r.Dests[i].Unwritten {
 		if rg := w.regions[reg]; u < rg.len {
 			jd.UnwrittenRanges = append(jd.UnwrittenRanges, [2]int64{rg.dest + u, rg.len - u})
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kcopyd/kcopyd"
+	"github.com/kcopyd/kcopyd/plan"
 )
 
 const zeroLong = `Zero a region of every DEST (1 to 8) with the kcopyd engine, using each
@@ -164,6 +165,5 @@ func runZero(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 		client.Close()
 		return w.mapNoop()
 	}
-	plan := &planner{kind: segZero, regions: regions, dests: dests, align: 1}
-	return w.execute(ctx, client, th, rateContent, dests, plan, total)
+	return w.execute(ctx, client, th, rateContent, dests, planConf{kind: plan.Zero, align: 1}, total)
 }
