@@ -49,3 +49,30 @@ func ExampleBatch() {
 	// good: dropped false, failed ranges [], complete per region [131072 131072 262144]
 	// bad: dropped true, failed ranges [{196608 65536}], complete per region [131072 65536 0]
 }
+
+// A copy checked with engine Verify jobs: the second destination had a
+// byte changed after the copy.
+func ExampleVerify() {
+	client, _ := kcopyd.NewClient(&kcopyd.Options{SubJobSize: batch.VerifySubJobSize(64 << 10)})
+	defer client.Close()
+	src := device.NewMem(1 << 20)
+	src.WriteAt([]byte("the data"), 0)
+	a, b := device.NewMem(1<<20), device.NewMem(1<<20)
+	a.WriteAt([]byte("the data"), 0)
+	b.WriteAt([]byte("the date"), 0)
+
+	res := batch.Verify(context.Background(), client, &batch.VerifyOptions{
+		Src:       src,
+		Dests:     []device.Device{a, b},
+		Regions:   []plan.Region{{Src: 0, Dest: 0, Len: 1 << 20}},
+		ChunkSize: 64 << 10,
+	})
+	for i, d := range res.Dests {
+		fmt.Printf("destination %d: first difference %d, %d chunk(s) differ\n", i, d.FirstDiff, d.Chunks)
+	}
+	fmt.Println("compared", res.Compared, "bytes")
+	// Output:
+	// destination 0: first difference -1, 0 chunk(s) differ
+	// destination 1: first difference 7, 1 chunk(s) differ
+	// compared 1048576 bytes
+}

@@ -379,13 +379,13 @@ func (w *writeRun) execute(ctx context.Context, client *kcopyd.Client, th *kcopy
 		return w.conclude(res, dests, total, verifyOutcome{})
 	}
 	closeErr := client.Close()
-	return w.afterRun(ctx, b, res, closeErr, dests, prog, total)
+	return w.afterRun(ctx, th, b, res, closeErr, dests, prog, total)
 }
 
 // afterRun makes the destinations durable (the final checkpoint under
 // --map, else a flush unless --no-flush), verifies them (--verify), closes
 // everything and concludes.
-func (w *writeRun) afterRun(ctx context.Context, b *batch.Batch, res *batch.Result, closeErr error, dests []*dest, prog progress, total int64) error {
+func (w *writeRun) afterRun(ctx context.Context, th *kcopyd.Throttle, b *batch.Batch, res *batch.Result, closeErr error, dests []*dest, prog progress, total int64) error {
 	o := w.o
 	switch {
 	case w.pm != nil:
@@ -399,7 +399,7 @@ func (w *writeRun) afterRun(ctx context.Context, b *batch.Batch, res *batch.Resu
 	var v verifyOutcome
 	v.ran = o.verify && !res.Canceled && res.InternalErr == nil && (res.ReadErr == nil || o.ignoreErrors)
 	if v.ran {
-		v.srcErr, v.stopped = w.verifyDests(ctx, dests, prog)
+		v.srcErr, v.stopped = w.verifyDests(ctx, th, dests, prog)
 	}
 	prog.stop()
 	for i, err := range w.closeAll(false) {
@@ -439,54 +439,38 @@ type verifyOutcome struct {
 }
 
 // verifyDests reads back every destination that did not fail and compares
-// it with the source (copy) or zeroes (zero). Read errors of the source
-// are returned; others are recorded on the destination. stopped reports
-// that ctx ended the comparison early: the results are incomplete.
-func (w *writeRun) verifyDests(ctx context.Context, dests []*dest, prog progress) (srcErr error, stopped bool) {
-	var devs []device.Device
-	var idx []int
+// it with the source (copy) or zeroes (zero), with engine Verify jobs on a
+// client of its own with throttle th. Read errors of the source are
+// returned; others are recorded on the destination. stopped reports that
+// ctx ended the comparison early: the results are incomplete.
+func (w *writeRun) verifyDests(ctx context.Context, th *kcopyd.Throttle, dests []*dest, prog progress) (srcErr error, stopped bool) {
+	devs := make([]device.Device, len(dests))
+	some := false
 	for i, d := range dests {
 		if !d.failed() {
-			devs = append(devs, d.loc.dev)
-			idx = append(idx, i)
+			devs[i], some = d.loc.dev, true
 		}
 	}
-	if len(devs) == 0 {
+	if !some {
 		return nil, false
 	}
 	var src device.Device
 	if w.src != nil {
 		src = w.src.dev
 	}
-	res, srcErr, stopped := compareRegions(ctx, src, devs, idx, w.regions, w.chunkSize(), w.o.jobs, nil, w.giveUp)
-	for k, i := range idx {
-		dests[i].cmp = &res[k]
+	res, err := w.compare(ctx, th, src, devs, nil, w.e.stderr)
+	if err != nil {
+		return err, false
 	}
-	return srcErr, stopped
+	for i := range dests {
+		if devs[i] != nil {
+			dests[i].cmp = &res.Dests[i]
+		}
+	}
+	return res.ReadErr, res.Canceled || res.Abandoned
 }
 
 func (w *writeRun) chunkSize() int64 { return w.o.subJobSize.n }
-
-// giveUp waits until idle is closed and returns false, unless ctx is done
-// first and idle stays open for --interrupt-wait more: then it says it
-// gave up waiting for what and returns true.
-func (w *writeRun) giveUp(ctx context.Context, idle <-chan struct{}, what string) bool {
-	select {
-	case <-idle:
-		return false
-	case <-ctx.Done():
-	}
-	t := time.NewTimer(w.o.interruptWait)
-	defer t.Stop()
-	select {
-	case <-idle:
-		return false
-	case <-t.C:
-		fmt.Fprintf(w.e.stderr, "kcopyd: gave up waiting for the %s after %v (--interrupt-wait)\n", what, w.o.interruptWait)
-		w.abandoned = true
-		return true
-	}
-}
 
 // conclude prints the outcome, fills the JSON report and returns the
 // result.
@@ -597,22 +581,22 @@ func (w *writeRun) conclude(r *batch.Result, dests []*dest, total int64, v verif
 // identical; a difference it found is real.
 func (w *writeRun) reportVerify(d *dest, v verifyOutcome, jd *jsonDest) (differs bool) {
 	out := w.e.stderr
-	ok := d.cmp != nil && d.cmp.err == nil && d.cmp.first < 0 && !v.stopped
+	ok := d.cmp != nil && d.cmp.Err == nil && d.cmp.FirstDiff < 0 && !v.stopped
 	jd.Verified = &ok
 	c := d.cmp
 	if c == nil {
 		return false
 	}
-	if !v.stopped || c.first >= 0 {
+	if !v.stopped || c.FirstDiff >= 0 {
 		jd.Identical = &ok
 	}
 	switch {
-	case c.err != nil:
-		fmt.Fprintf(out, "kcopyd: verify: cannot read %s: %v\n", d.loc.spec, c.err)
-	case c.first >= 0:
-		first, n := c.first, c.chunks
+	case c.Err != nil:
+		fmt.Fprintf(out, "kcopyd: verify: cannot read %s: %v\n", d.loc.spec, c.Err)
+	case c.FirstDiff >= 0:
+		first, n := c.FirstDiff, c.Chunks
 		jd.FirstDifference, jd.DifferingChunks = &first, &n
-		fmt.Fprintf(out, "kcopyd: verify: %s differs: first differing byte at offset %d (%s)\n", d.loc.spec, c.first, chunksText(c.chunks, w.chunkSize(), v.stopped))
+		fmt.Fprintf(out, "kcopyd: verify: %s differs: first differing byte at offset %d (%s)\n", d.loc.spec, c.FirstDiff, chunksText(c.Chunks, w.chunkSize(), v.stopped))
 		return true
 	}
 	return false
@@ -620,7 +604,7 @@ func (w *writeRun) reportVerify(d *dest, v verifyOutcome, jd *jsonDest) (differs
 
 func anyVerifyReadError(dests []*dest) bool {
 	for _, d := range dests {
-		if d.cmp != nil && d.cmp.err != nil {
+		if d.cmp != nil && d.cmp.Err != nil {
 			return true
 		}
 	}
