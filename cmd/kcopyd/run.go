@@ -477,28 +477,8 @@ func (w *writeRun) chunkSize() int64 { return w.o.subJobSize.n }
 func (w *writeRun) conclude(r *batch.Result, dests []*dest, total int64, v verifyOutcome) error {
 	o, out := w.o, w.e.stderr
 	elapsed := time.Since(w.start)
-	done := r.Completed
-	w.rep.Bytes, w.rep.Total = done, total
-	w.rep.Destinations = nil
-	var failed, ok []string
-	mismatch := false
-	for i, d := range dests {
-		jd := jsonDest{Location: d.loc.spec, FailedRanges: rangePairs(d.ranges)}
-		w.reportDest(r, i, &jd)
-		if d.failed() {
-			jd.Error = errPtr(errors.Join(d.errs...))
-			failed = append(failed, d.loc.spec)
-			for _, err := range d.errs {
-				fmt.Fprintf(out, "kcopyd: write error on %s: %v\n", d.loc.spec, err)
-			}
-		} else {
-			ok = append(ok, d.loc.spec)
-		}
-		if v.ran && w.reportVerify(d, v, &jd) {
-			mismatch = true
-		}
-		w.rep.Destinations = append(w.rep.Destinations, jd)
-	}
+	w.rep.Bytes, w.rep.Total = r.Completed, total
+	failed, ok, mismatch := w.concludeDests(r, dests, v)
 	if r.ReadErr != nil {
 		w.rep.ReadError = true
 		w.rep.ReadMessage = errPtr(r.ReadErr)
@@ -510,48 +490,7 @@ func (w *writeRun) conclude(r *batch.Result, dests []*dest, total int64, v verif
 		w.rep.Completed = &c
 	}
 	w.rep.Remaining = w.remaining(prefixes)
-
-	var (
-		code int
-		err  error
-	)
-	switch {
-	case r.Canceled:
-		code = exitInterrupted
-		err = errors.New("interrupted")
-	case v.stopped:
-		code = exitInterrupted
-		err = fmt.Errorf("interrupted while verifying: the %s finished, but the destinations were not all compared (run \"kcopyd verify\" to check them)", w.verb)
-	case r.InternalErr != nil:
-		code = exitWriteError
-		if !r.Submitted {
-			code = exitUsage
-		}
-		err = fmt.Errorf("the engine refused the job: %w", r.InternalErr)
-	case r.ReadErr != nil:
-		code = exitReadError
-		if o.ignoreErrors {
-			err = fmt.Errorf("read error on %s (unreadable ranges were written as zeroes, see failed_ranges under --json): %w", w.src.spec, r.ReadErr)
-		} else {
-			err = fmt.Errorf("read error on %s: %w", w.src.spec, r.ReadErr)
-		}
-	case len(failed) > 0:
-		code = exitWriteError
-		if len(ok) > 0 {
-			err = fmt.Errorf("%s failed on %s; completed on %s", w.verb, strings.Join(failed, ", "), strings.Join(ok, ", "))
-		} else {
-			err = fmt.Errorf("%s failed on every destination", w.verb)
-		}
-	case v.srcErr != nil:
-		code = exitReadError
-		err = fmt.Errorf("verify: read error on %s: %w", w.src.spec, v.srcErr)
-	case v.ran && anyVerifyReadError(dests):
-		code = exitReadError
-		err = errors.New("verify: a destination could not be read back")
-	case mismatch:
-		code = exitVerify
-		err = errors.New("verify found a difference")
-	}
+	code, err := w.resultOf(r, dests, v, failed, ok, mismatch)
 	code, err = w.concludeMap(code, err)
 	if r.Canceled || code == exitReadError && r.ReadErr != nil && !o.ignoreErrors {
 		w.printResume(out, prefixes, nil)
@@ -562,11 +501,10 @@ func (w *writeRun) conclude(r *batch.Result, dests []*dest, total int64, v verif
 		}
 	}
 	if code == exitOK && !o.quiet {
-		what := "copied"
+		what, suffix, done := "copied", "", r.Completed
 		if w.verb == "zero" {
 			what = "zeroed"
 		}
-		suffix := ""
 		if v.ran {
 			suffix = ", verified"
 		}
@@ -574,6 +512,64 @@ func (w *writeRun) conclude(r *batch.Result, dests []*dest, total int64, v verif
 			len(dests), plural(len(dests)), elapsed.Round(time.Millisecond), humanSize(float64(done)/max(elapsed.Seconds(), 1e-9)), suffix)
 	}
 	return w.report(code, err)
+}
+
+// concludeDests prints the write errors and records every destination in
+// the JSON report. It returns the destinations that failed and those that
+// did not, and whether --verify found a difference.
+func (w *writeRun) concludeDests(r *batch.Result, dests []*dest, v verifyOutcome) (failed, ok []string, mismatch bool) {
+	w.rep.Destinations = nil
+	for i, d := range dests {
+		jd := jsonDest{Location: d.loc.spec, FailedRanges: rangePairs(d.ranges)}
+		w.reportDest(r, i, &jd)
+		if d.failed() {
+			jd.Error = errPtr(errors.Join(d.errs...))
+			failed = append(failed, d.loc.spec)
+			for _, err := range d.errs {
+				fmt.Fprintf(w.e.stderr, "kcopyd: write error on %s: %v\n", d.loc.spec, err)
+			}
+		} else {
+			ok = append(ok, d.loc.spec)
+		}
+		if v.ran && w.reportVerify(d, v, &jd) {
+			mismatch = true
+		}
+		w.rep.Destinations = append(w.rep.Destinations, jd)
+	}
+	return failed, ok, mismatch
+}
+
+// resultOf returns the exit code and error of a copy or zero run, the
+// first failure by precedence: interrupted, refused, read error, failed
+// destinations, then --verify's findings.
+func (w *writeRun) resultOf(r *batch.Result, dests []*dest, v verifyOutcome, failed, ok []string, mismatch bool) (int, error) {
+	switch {
+	case r.Canceled:
+		return exitInterrupted, errors.New("interrupted")
+	case v.stopped:
+		return exitInterrupted, fmt.Errorf("interrupted while verifying: the %s finished, but the destinations were not all compared (run \"kcopyd verify\" to check them)", w.verb)
+	case r.InternalErr != nil:
+		code := exitWriteError
+		if !r.Submitted {
+			code = exitUsage
+		}
+		return code, fmt.Errorf("the engine refused the job: %w", r.InternalErr)
+	case r.ReadErr != nil && w.o.ignoreErrors:
+		return exitReadError, fmt.Errorf("read error on %s (unreadable ranges were written as zeroes, see failed_ranges under --json): %w", w.src.spec, r.ReadErr)
+	case r.ReadErr != nil:
+		return exitReadError, fmt.Errorf("read error on %s: %w", w.src.spec, r.ReadErr)
+	case len(failed) > 0 && len(ok) > 0:
+		return exitWriteError, fmt.Errorf("%s failed on %s; completed on %s", w.verb, strings.Join(failed, ", "), strings.Join(ok, ", "))
+	case len(failed) > 0:
+		return exitWriteError, fmt.Errorf("%s failed on every destination", w.verb)
+	case v.srcErr != nil:
+		return exitReadError, fmt.Errorf("verify: read error on %s: %w", w.src.spec, v.srcErr)
+	case v.ran && anyVerifyReadError(dests):
+		return exitReadError, errors.New("verify: a destination could not be read back")
+	case mismatch:
+		return exitVerify, errors.New("verify found a difference")
+	}
+	return exitOK, nil
 }
 
 // reportVerify prints and records the --verify result of d; it returns
