@@ -268,30 +268,3 @@ func checkRegionOverlaps(regions []region, src *location, locs []*location) erro
 	}
 	return checkAliases(regions, src, locs)
 }
-
-// checkJobs asks the engine whether it accepts the job of every region,
-// before the first one is submitted: what it would refuse is bad input,
-// found before anything is written.
-func checkJobs(client *kcopyd.Client, regions []region, src *location, locs []*location) error {
-	for _, rg := range regions {
-		if rg.len == 0 {
-			continue // nothing is submitted for it
-		}
-		var dests []kcopyd.Region
-		for i, l := range locs {
-			if rg.has(i) {
-				dests = append(dests, kcopyd.Region{Dev: l.dev, Off: rg.dest, Len: rg.len})
-			}
-		}
-		var err error
-		if src == nil {
-			err = client.CheckZero(dests, 0)
-		} else {
-			err = client.CheckCopy(kcopyd.Region{Dev: src.dev, Off: rg.src, Len: rg.len}, dests, 0)
-		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", rg.where(), err)
-		}
-	}
-	return nil
-}

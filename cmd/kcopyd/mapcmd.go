@@ -2,10 +2,7 @@ package main
 
 import (
 	"cmp"
-	"errors"
 	"fmt"
-	"io/fs"
-	"math"
 	"slices"
 	"time"
 
@@ -61,70 +58,8 @@ func mapJob(kind mapfile.Kind, src *location, locs []*location, regions []region
 	return job
 }
 
-// setupMap loads --map, or creates and saves it for a new job, once every
-// location is open and before anything is written. A map of another job
-// is refused. With --retry-failed the failed ranges become untried. It
-// also forgets what the destinations were known to read as zeroes when
-// the map is resumed: an earlier run may have written anywhere.
-func (w *writeRun) setupMap(src *location, dests []*dest) error {
-	o := w.o
-	if o.mapFile == "" {
-		return nil
-	}
-	kind := mapfile.KindCopy
-	if src == nil {
-		kind = mapfile.KindZero
-	}
-	job := mapJob(kind, src, w.locs, w.regions, w.chunkSize())
-	m, err := mapfile.Load(o.mapFile)
-	fresh := errors.Is(err, fs.ErrNotExist)
-	switch {
-	case fresh:
-		m, err = mapfile.New(job)
-	case err == nil:
-		err = m.Check(job)
-	}
-	if err != nil {
-		return inputError(fmt.Errorf("--map %s: %w; nothing was written (give another --map FILE for this %s)", o.mapFile, err, w.verb))
-	}
-	pm := &progressMap{path: o.mapFile, m: m, ck: mapfile.NewCheckpointer(m, o.mapFile), regions: w.regions, fresh: fresh, last: time.Now(), segMax: mapSegChunks * w.chunkSize(), interval: o.checkpointInterval}
-	var off int64
-	for _, rg := range w.regions {
-		pm.base = append(pm.base, off)
-		off += rg.len
-	}
-	if o.retryFailed {
-		if n := m.RetryFailed(); n > 0 && !o.quiet {
-			fmt.Fprintf(w.e.stderr, "kcopyd: retrying %d bytes that failed before (--retry-failed)\n", n)
-		}
-	}
-	if fresh || o.retryFailed {
-		if err := m.Save(o.mapFile); err != nil {
-			return inputError(fmt.Errorf("--map: %w; nothing was written", err))
-		}
-	}
-	if !fresh {
-		for _, d := range dests {
-			d.zeroFrom = math.MaxInt64
-		}
-	}
-	pm.snap = slices.Collect(m.Ranges())
-	w.pm = pm
-	return nil
-}
-
 // complete reports whether a resumed map has nothing left to do.
 func (pm *progressMap) complete() bool { return pm != nil && !pm.fresh && pm.m.Complete() }
-
-// mapNoop ends a run whose map says the job is complete already.
-func (w *writeRun) mapNoop() error {
-	w.closeAll(false)
-	done, _, _ := w.pm.m.Counts()
-	// Said even under --quiet: the run did nothing.
-	fmt.Fprintf(w.e.stderr, "kcopyd: --map %s: the %s is complete already (%d bytes); nothing to do\n", w.pm.path, w.verb, done)
-	w.rep.Map = w.pm.json()
-	return w.report(exitOK, nil)
-}
 
 // split hands out s in pieces by the state the map had when the run
 // started: untried pieces (at most mapSegMax long) keep s's kind, done
@@ -269,36 +204,4 @@ func (pm *progressMap) readFailed() bool {
 		}
 	}
 	return false
-}
-
-// concludeMap adjusts the result of a --map run: failed ranges left in
-// the map (from this run or an earlier one) or a map that could not be
-// saved make a run that is otherwise fine fail. It prints the map's
-// counts and fills the JSON report.
-func (w *writeRun) concludeMap(code int, err error) (int, error) {
-	pm := w.pm
-	if pm == nil {
-		return code, err
-	}
-	jm := pm.json()
-	w.rep.Map = jm
-	if !w.o.quiet || code != exitOK {
-		state := "complete"
-		if !jm.Complete {
-			state = "not complete: rerun the same command to resume"
-		}
-		fmt.Fprintf(w.e.stderr, "kcopyd: --map %s: %d bytes done, %d failed, %d untried (%s)\n", pm.path, jm.Done, jm.Failed, jm.Untried, state)
-	}
-	if code != exitOK {
-		return code, err
-	}
-	switch {
-	case pm.saveErr != nil:
-		return exitWriteError, fmt.Errorf("--map %s: %w", pm.path, pm.saveErr)
-	case jm.Failed > 0 && pm.readFailed():
-		return exitReadError, fmt.Errorf("%d bytes failed (read errors, in this run or an earlier one; see --map %s); --retry-failed tries them again", jm.Failed, pm.path)
-	case jm.Failed > 0:
-		return exitWriteError, fmt.Errorf("%d bytes failed (write errors, in this run or an earlier one; see --map %s); --retry-failed tries them again", jm.Failed, pm.path)
-	}
-	return code, err
 }
