@@ -89,12 +89,12 @@ func (b *Batch) readFailed(t *task, je *kcopyd.JobError) bool {
 	}
 	first := t.segs[0]
 	b.res.ReadRanges = append(b.res.ReadRanges, je.ReadRanges...)
+	// The segments are contiguous in the source and on the destinations.
+	at := destRanges(je.ReadRanges, first.Src, first.Dest)
 	for _, i := range t.dests {
-		for _, rr := range je.ReadRanges {
-			// Source to destination offsets: the segments are contiguous
-			// in both.
-			b.dests[i].Ranges = append(b.dests[i].Ranges, kcopyd.Range{Off: rr.Off - first.Src + first.Dest, Len: rr.Len})
-			cutRange(t, i, rr.Off-first.Src, rr.Len)
+		b.dests[i].Ranges = append(b.dests[i].Ranges, at...)
+		for _, r := range at {
+			cutRange(t, i, r.Off-first.Dest, r.Len)
 		}
 	}
 	return false

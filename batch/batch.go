@@ -117,6 +117,26 @@ type JobResult struct {
 	Err *kcopyd.JobError
 }
 
+// DestReadRanges returns Err.ReadRanges (source offsets) moved to
+// destination offsets: the ranges that, under IgnoreError, were written as
+// zeroes on every destination of the job.
+func (j *JobResult) DestReadRanges() []kcopyd.Range {
+	if j.Err == nil {
+		return nil
+	}
+	return destRanges(j.Err.ReadRanges, j.Src, j.Dest)
+}
+
+// destRanges moves source ranges rs of a job reading at src and writing at
+// dest to destination offsets.
+func destRanges(rs []kcopyd.Range, src, dest int64) []kcopyd.Range {
+	out := make([]kcopyd.Range, len(rs))
+	for i, r := range rs {
+		out[i] = kcopyd.Range{Off: r.Off - src + dest, Len: r.Len}
+	}
+	return out
+}
+
 // DestResult is what a batch did to one destination.
 type DestResult struct {
 	// Errs are the write, zeroing and flush errors.

@@ -132,8 +132,8 @@ func (pm *progressMap) record(j *batch.JobResult, ignore bool) {
 		}
 	}
 	markWriteFailures(pm.m, fails)
-	for _, rr := range je.ReadRanges {
-		pm.m.MarkFailed(at(rr.Off-j.Src+j.Dest), rr.Len)
+	for _, r := range j.DestReadRanges() {
+		pm.m.MarkFailed(at(r.Off), r.Len)
 	}
 }
 
