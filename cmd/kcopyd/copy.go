@@ -111,13 +111,9 @@ func runCopy(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 	if err != nil {
 		return w.fail(err)
 	}
-	th, rateContent, err := o.newThrottle()
+	client, th, rateContent, err := o.newClient()
 	if err != nil {
 		return w.fail(err)
-	}
-	client, err := kcopyd.NewClient(&kcopyd.Options{SubJobSize: o.subJobSize.n, Throttle: th})
-	if err != nil {
-		return w.fail(inputError(fmt.Errorf("engine: %w", err)))
 	}
 	// Create and extend files last: these are the first changes, and they
 	// are undone if anything below fails.

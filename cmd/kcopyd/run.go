@@ -312,6 +312,20 @@ func destNames(locs []*location) []string {
 	return out
 }
 
+// newClient returns the engine client of a copy or zero run, its throttle
+// (nil when the flags ask for none) and the rate file's initial contents.
+func (o *options) newClient() (*kcopyd.Client, *kcopyd.Throttle, []byte, error) {
+	th, rateContent, err := o.newThrottle()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	client, err := kcopyd.NewClient(&kcopyd.Options{SubJobSize: o.subJobSize.n, Throttle: th})
+	if err != nil {
+		return nil, nil, nil, inputError(fmt.Errorf("engine: %w", err))
+	}
+	return client, th, rateContent, nil
+}
+
 // newThrottle returns the throttle the flags ask for, or nil, and the
 // rate file's initial contents.
 func (o *options) newThrottle() (*kcopyd.Throttle, []byte, error) {

@@ -8,7 +8,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/kcopyd/kcopyd"
 	"github.com/kcopyd/kcopyd/plan"
 )
 
@@ -92,13 +91,9 @@ func runZero(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 	for _, rg := range w.regions {
 		total += rg.len
 	}
-	th, rateContent, err := o.newThrottle()
+	client, th, rateContent, err := o.newClient()
 	if err != nil {
 		return w.fail(err)
-	}
-	client, err := kcopyd.NewClient(&kcopyd.Options{SubJobSize: o.subJobSize.n, Throttle: th})
-	if err != nil {
-		return w.fail(inputError(fmt.Errorf("engine: %w", err)))
 	}
 	dests := make([]*dest, len(locs))
 	for i, l := range locs {
