@@ -184,7 +184,6 @@ func (b *Batch) settle(reg int) {
 		b.account(p[0])
 		p[0] = nil
 		p = p[1:]
-		b.npending--
 	}
 	b.pending[reg] = p
 }
@@ -194,7 +193,6 @@ func (b *Batch) settleAll() {
 	for reg, p := range b.pending {
 		for _, s := range p {
 			b.account(s)
-			b.npending--
 		}
 		b.pending[reg] = nil
 	}
@@ -203,6 +201,9 @@ func (b *Batch) settleAll() {
 // account adds a finished segment to the totals and to the prefix known
 // good on each destination.
 func (b *Batch) account(s *segment) {
+	if *s.left--; *s.left == 0 {
+		b.npending-- // the last segment of its group
+	}
 	b.res.Completed += s.completed
 	for i := range b.dests {
 		d := &b.dests[i]

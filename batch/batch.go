@@ -184,6 +184,7 @@ type segment struct {
 	started   bool  // a task was submitted, or the segment needs none
 	active    bool  // a task is in flight or queued for it
 	live      []int // dests not dropped when the segment was first dispatched
+	left      *int  // segments of its group not yet accounted
 	// cut holds, for a destination that failed in the segment, the bytes
 	// from the segment's start known good on it.
 	cut map[int]int64
@@ -231,7 +232,8 @@ type Batch struct {
 	dests []DestResult
 
 	// pending holds, per region, the segments received from the plan and
-	// not yet accounted, in order; at most window of them in all.
+	// not yet accounted, in order; npending counts the groups (jobs) they
+	// belong to, at most window.
 	pending  [][]*segment
 	npending int
 	// stuck[i][reg]: the prefix of region reg on destination i can grow
@@ -280,7 +282,7 @@ func New(client *kcopyd.Client, opts *Options) *Batch {
 	return b
 }
 
-// window bounds the segments planned ahead of the jobs.
+// window bounds the groups of segments planned ahead of the jobs.
 func (b *Batch) window() int { return 2*b.o.MaxJobs + 16 }
 
 // Run takes segments from the plan, submits them in order, at most

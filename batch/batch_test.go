@@ -54,6 +54,15 @@ var regions4 = []plan.Region{
 	{Src: 2 << 20, Dest: 0, Len: 128 * K},
 }
 
+// smallRegions returns n contiguous regions of 64 KiB.
+func smallRegions(n int) []plan.Region {
+	var out []plan.Region
+	for i := range int64(n) {
+		out = append(out, plan.Region{Src: i * 64 * K, Dest: i * 64 * K, Len: 64 * K})
+	}
+	return out
+}
+
 func run(t *testing.T, opts *batch.Options) (*batch.Result, []*batch.JobResult) {
 	t.Helper()
 	var jobs []*batch.JobResult
@@ -110,11 +119,18 @@ func TestCoalesceBounds(t *testing.T) {
 		{"max", 512 * K, regions4[:4], []int64{512 * K, 512 * K}},
 		{"off", -1, regions4[:4], []int64{256 * K, 256 * K, 256 * K, 256 * K}},
 		{"unaligned end", 0, []plan.Region{{Src: 0, Dest: 0, Len: 100 * K}, {Src: 100 * K, Dest: 100 * K, Len: 64 * K}}, []int64{100 * K, 64 * K}},
+		{"many small", 512 * K, smallRegions(64), []int64{512 * K, 512 * K, 512 * K, 512 * K, 512 * K, 512 * K, 512 * K, 512 * K}},
 		{"source apart", 0, []plan.Region{{Src: 0, Dest: 0, Len: 64 * K}, {Src: 128 * K, Dest: 64 * K, Len: 64 * K}}, []int64{64 * K, 64 * K}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			d := device.NewMem(4 << 20)
-			_, jobs := run(t, &batch.Options{Src: src, Dests: []batch.Dest{{Dev: d}}, Regions: tt.regions, MaxJobLen: tt.max})
+			res, jobs := run(t, &batch.Options{Src: src, Dests: []batch.Dest{{Dev: d}}, Regions: tt.regions, MaxJobLen: tt.max, MaxJobs: 3})
+			slices.SortFunc(jobs, func(a, b *batch.JobResult) int { return a.Region - b.Region })
+			for reg, rg := range tt.regions {
+				if res.Prefixes[reg] != rg.Len {
+					t.Errorf("region %d: %d bytes complete; want %d", reg, res.Prefixes[reg], rg.Len)
+				}
+			}
 			var got []int64
 			for _, j := range jobs {
 				got = append(got, j.Len)

@@ -153,9 +153,11 @@ func (b *Batch) startRetries(ctx context.Context, d *dispatcher) {
 // take accepts the next group from the plan and starts it. It returns
 // false when the batch must stop.
 func (b *Batch) take(ctx context.Context, g []*segment, d *dispatcher) bool {
+	b.npending++
+	left := len(g)
 	for _, seg := range g {
+		seg.left = &left
 		b.pending[seg.Region] = append(b.pending[seg.Region], seg)
-		b.npending++
 		b.planned[seg.Region] = seg.Dest - b.o.Regions[seg.Region].Dest + seg.Len
 		seg.started = true
 	}
