@@ -145,7 +145,7 @@ func (w *writeRun) afterRun(ctx context.Context, th *kcopyd.Throttle, b *batch.B
 	var v verifyOutcome
 	v.ran = o.verify && !res.Canceled && res.InternalErr == nil && (res.ReadErr == nil || o.ignoreErrors)
 	if v.ran {
-		v.srcErr, v.stopped = w.verifyDests(ctx, th, dests, prog)
+		v.srcErr, v.stopped = w.verifyDests(ctx, th, dests)
 	}
 	prog.stop()
 	for i, err := range w.closeAll(false) {
@@ -182,7 +182,7 @@ func (w *writeRun) watchRate(ctx context.Context, th *kcopyd.Throttle, rateConte
 // client of its own with throttle th. Read errors of the source are
 // returned; others are recorded on the destination. stopped reports that
 // ctx ended the comparison early: the results are incomplete.
-func (w *writeRun) verifyDests(ctx context.Context, th *kcopyd.Throttle, dests []*dest, prog progress) (srcErr error, stopped bool) {
+func (w *writeRun) verifyDests(ctx context.Context, th *kcopyd.Throttle, dests []*dest) (srcErr error, stopped bool) {
 	devs := make([]device.Device, len(dests))
 	some := false
 	for i, d := range dests {
