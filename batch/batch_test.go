@@ -145,6 +145,24 @@ func TestCoalesceBounds(t *testing.T) {
 	}
 }
 
+// TestCoalesceWithinOneDevice checks that regions of one device, each
+// clear of its own destination, are not joined when the joined job would
+// read what it writes.
+func TestCoalesceWithinOneDevice(t *testing.T) {
+	dev := patterned(t, 4<<20)
+	want := dev.Bytes()[:1<<20]
+	regions := []plan.Region{{Src: 0, Dest: 1 << 20, Len: 1 << 20}, {Src: 1 << 20, Dest: 2 << 20, Len: 1 << 20}}
+	res, jobs := run(t, &batch.Options{Src: dev, Dests: []batch.Dest{{Dev: dev}}, Regions: regions})
+	if len(jobs) != 2 || res.InternalErr != nil || res.Completed != 2<<20 {
+		t.Fatalf("jobs %+v, result %+v; want two jobs, both complete", jobs, res)
+	}
+	// One after the other: the second region reads what the first wrote.
+	got := dev.Bytes()
+	if !bytes.Equal(got[1<<20:2<<20], want) || !bytes.Equal(got[2<<20:3<<20], want) {
+		t.Error("the regions were not copied one after the other")
+	}
+}
+
 // TestCoalescedFailure checks that a write failing in the third of four
 // coalesced regions is reported per region: the destination is dropped,
 // its first two regions are complete, the third up to the failed chunk,

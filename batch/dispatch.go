@@ -66,13 +66,22 @@ func (b *Batch) canGrow(g []*segment) bool {
 
 // joins reports whether s follows the group g (which canGrow) in the
 // source and on every destination, with the same destinations and zero
-// handling, within MaxJobLen.
+// handling, within MaxJobLen, and the engine accepts the joined job (two
+// regions each clear of the other's destinations may not be together:
+// copying [0, 1M) to [1M, 2M) and [1M, 2M) to [2M, 3M) of one device).
 func (b *Batch) joins(g []*segment, s *segment) bool {
 	last := g[len(g)-1]
-	return s.Kind == plan.Copy && !s.Failed && slices.Equal(s.Dests, last.Dests) &&
-		s.Src == last.Src+last.Len && s.Dest == last.Dest+last.Len &&
-		groupLen(g)+s.Len <= b.o.MaxJobLen &&
-		b.allZero(g[0].Dest, s.Dests) == b.allZero(s.Dest, s.Dests)
+	n := groupLen(g) + s.Len
+	if s.Kind != plan.Copy || s.Failed || !slices.Equal(s.Dests, last.Dests) ||
+		s.Src != last.Src+last.Len || s.Dest != last.Dest+last.Len || n > b.o.MaxJobLen ||
+		b.allZero(g[0].Dest, s.Dests) != b.allZero(s.Dest, s.Dests) {
+		return false
+	}
+	regs := make([]kcopyd.Region, len(s.Dests))
+	for k, i := range s.Dests {
+		regs[k] = kcopyd.Region{Dev: b.o.Dests[i].Dev, Off: g[0].Dest, Len: n}
+	}
+	return b.client.CheckCopy(kcopyd.Region{Dev: b.o.Src, Off: g[0].Src, Len: n}, regs, b.o.Flags) == nil
 }
 
 // allZero reports whether every destination of idx reads zeroes from
