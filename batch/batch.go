@@ -445,3 +445,43 @@ func (b *Batch) Result() *Result {
 	}
 	return &r
 }
+
+// A RegionError is the engine's refusal of a region's job, from Check.
+type RegionError struct {
+	Region int // index in Options.Regions
+	Err    error
+}
+
+func (e *RegionError) Error() string { return fmt.Sprintf("region %d: %v", e.Region, e.Err) }
+
+// Unwrap returns the engine's error.
+func (e *RegionError) Unwrap() error { return e.Err }
+
+// Check asks the engine whether it accepts the job of every non-empty
+// region of opts (Src, Dests, Regions and Flags), without submitting
+// anything, so that a batch the engine would refuse part of is refused
+// whole before anything is written. It returns nil or a *RegionError for
+// the first region refused.
+func Check(client *kcopyd.Client, opts *Options) error {
+	for reg, rg := range opts.Regions {
+		if rg.Len == 0 {
+			continue // nothing is submitted for it
+		}
+		var dests []kcopyd.Region
+		for i, d := range opts.Dests {
+			if rg.Has(i) {
+				dests = append(dests, kcopyd.Region{Dev: d.Dev, Off: rg.Dest, Len: rg.Len})
+			}
+		}
+		var err error
+		if opts.Src == nil {
+			err = client.CheckZero(dests, opts.Flags)
+		} else {
+			err = client.CheckCopy(kcopyd.Region{Dev: opts.Src, Off: rg.Src, Len: rg.Len}, dests, opts.Flags)
+		}
+		if err != nil {
+			return &RegionError{Region: reg, Err: err}
+		}
+	}
+	return nil
+}

@@ -226,3 +226,18 @@ func TestIgnoreErrorPerRegion(t *testing.T) {
 		t.Errorf("prefixes = %v; want %v", res.Dests[0].Prefixes, want)
 	}
 }
+
+// TestCheck checks that Check names the first region the engine refuses.
+func TestCheck(t *testing.T) {
+	c := newClient(t)
+	src, d := device.NewMem(1<<20), device.NewMem(1<<20)
+	opts := &batch.Options{Src: src, Dests: []batch.Dest{{Dev: d}}, Regions: []plan.Region{{Src: 0, Dest: 0, Len: 4096}, {Src: 0, Dest: 1<<20 - 4096, Len: 8192}}}
+	var re *batch.RegionError
+	if err := batch.Check(c, opts); !errors.As(err, &re) || re.Region != 1 || !errors.Is(err, kcopyd.ErrOutOfRange) {
+		t.Errorf("Check of a region past the end = %v; want a *RegionError for region 1 wrapping ErrOutOfRange", err)
+	}
+	opts.Regions = opts.Regions[:1]
+	if err := batch.Check(c, opts); err != nil {
+		t.Errorf("Check = %v; want nil", err)
+	}
+}

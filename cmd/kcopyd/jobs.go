@@ -302,25 +302,16 @@ func (w *writeRun) mapNoop() error {
 // before the first one is submitted: what it would refuse is bad input,
 // found before anything is written.
 func checkJobs(client *kcopyd.Client, regions []region, src *location, locs []*location) error {
-	for _, rg := range regions {
-		if rg.len == 0 {
-			continue // nothing is submitted for it
-		}
-		var dests []kcopyd.Region
-		for i, l := range locs {
-			if rg.has(i) {
-				dests = append(dests, kcopyd.Region{Dev: l.dev, Off: rg.dest, Len: rg.len})
-			}
-		}
-		var err error
-		if src == nil {
-			err = client.CheckZero(dests, 0)
-		} else {
-			err = client.CheckCopy(kcopyd.Region{Dev: src.dev, Off: rg.src, Len: rg.len}, dests, 0)
-		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", rg.where(), err)
-		}
+	opts := &batch.Options{Regions: planRegions(regions)}
+	if src != nil {
+		opts.Src = src.dev
+	}
+	for _, l := range locs {
+		opts.Dests = append(opts.Dests, batch.Dest{Dev: l.dev})
+	}
+	var re *batch.RegionError
+	if err := batch.Check(client, opts); errors.As(err, &re) {
+		return fmt.Errorf("%s: %w", regions[re.Region].where(), re.Err)
 	}
 	return nil
 }
