@@ -81,9 +81,12 @@ type Options struct {
 	// never coalesce.
 	MaxJobLen int64
 	// InterruptWait bounds the wait for the jobs in flight (and for a
-	// Plan stuck in a call) once ctx is done. Default
-	// DefaultInterruptWait.
+	// Plan stuck in a call) once ctx is done. Zero means
+	// DefaultInterruptWait; negative, no wait at all.
 	InterruptWait time.Duration
+	// WaitName, when not empty, names InterruptWait in messages (the
+	// command says "--interrupt-wait").
+	WaitName string
 
 	// The hooks below run on the goroutine of Run; nil hooks are skipped.
 
@@ -250,7 +253,7 @@ func New(client *kcopyd.Client, opts *Options) *Batch {
 	if o.MaxJobLen == 0 {
 		o.MaxJobLen = DefaultMaxJobLen
 	}
-	if o.InterruptWait <= 0 {
+	if o.InterruptWait == 0 {
 		o.InterruptWait = DefaultInterruptWait
 	}
 	for i := range o.Dests {
@@ -325,7 +328,7 @@ func (b *Batch) waitPlan(planDone <-chan struct{}) {
 	case <-planDone:
 	case <-t.C:
 		b.res.Abandoned = true
-		b.notify(fmt.Sprintf("gave up waiting for the allocation map of %s after %v", device.Name(b.o.Src), b.o.InterruptWait))
+		b.notify(fmt.Sprintf("gave up waiting for the allocation map of %s after %v", device.Name(b.o.Src), max(b.o.InterruptWait, 0)))
 	}
 }
 

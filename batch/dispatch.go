@@ -138,16 +138,24 @@ func (b *Batch) dispatch(ctx context.Context, groups <-chan []*segment) {
 			ctxDone, note, giveUp = nil, time.After(time.Second), time.After(b.o.InterruptWait)
 			b.res.Canceled, d.stopping = true, true
 		case <-note:
-			b.notify(fmt.Sprintf("waiting for %d job%s in flight (%s) to finish, at most %v (--interrupt-wait)", len(d.inflight), plural(len(d.inflight)), b.awaited(d.inflight), b.o.InterruptWait))
+			b.notify(fmt.Sprintf("waiting for %d job%s in flight (%s) to finish, at most %v%s", len(d.inflight), plural(len(d.inflight)), b.awaited(d.inflight), max(b.o.InterruptWait, 0), b.waitName()))
 		case <-giveUp:
 			b.res.Abandoned = true
-			b.notify(fmt.Sprintf("gave up waiting for %d job%s in flight (%s) after %v", len(d.inflight), plural(len(d.inflight)), b.awaited(d.inflight), b.o.InterruptWait))
+			b.notify(fmt.Sprintf("gave up waiting for %d job%s in flight (%s) after %v", len(d.inflight), plural(len(d.inflight)), b.awaited(d.inflight), max(b.o.InterruptWait, 0)))
 			return
 		case <-tick.C:
 			b.progress(d.inflight)
 			b.tick()
 		}
 	}
+}
+
+// waitName returns " (WaitName)", or "" without one.
+func (b *Batch) waitName() string {
+	if b.o.WaitName == "" {
+		return ""
+	}
+	return " (" + b.o.WaitName + ")"
 }
 
 // startRetries submits the continuations waiting for a place.

@@ -29,7 +29,7 @@ type VerifyOptions struct {
 	// twice ChunkSize (see VerifySubJobSize) counts exactly.
 	ChunkSize int64
 	// InterruptWait bounds the wait for the jobs in flight once ctx is
-	// done. Default DefaultInterruptWait.
+	// done. Zero means DefaultInterruptWait; negative, no wait at all.
 	InterruptWait time.Duration
 	// Progress is told the bytes compared, about five times a second and
 	// at the end. Notify is told that the wait for the jobs in flight was
@@ -72,7 +72,7 @@ func VerifySubJobSize(chunk int64) int64 { return min(2*chunk, 64<<20) }
 func Verify(ctx context.Context, client *kcopyd.Client, opts *VerifyOptions) *VerifyResult {
 	v := &verifier{client: client, o: *opts, res: &VerifyResult{Dests: make([]DestVerify, len(opts.Dests))}}
 	v.o.MaxJobs = max(v.o.MaxJobs, 1)
-	if v.o.InterruptWait <= 0 {
+	if v.o.InterruptWait == 0 {
 		v.o.InterruptWait = DefaultInterruptWait
 	}
 	if v.o.ChunkSize <= 0 {
@@ -147,7 +147,7 @@ func (v *verifier) run(ctx context.Context) {
 		case <-giveUp:
 			v.res.Abandoned = true
 			if v.o.Notify != nil {
-				v.o.Notify(fmt.Sprintf("gave up waiting for the reads in flight after %v", v.o.InterruptWait))
+				v.o.Notify(fmt.Sprintf("gave up waiting for the reads in flight after %v", max(v.o.InterruptWait, 0)))
 			}
 			return
 		case <-tick.C:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/kcopyd/kcopyd"
 	"github.com/kcopyd/kcopyd/batch"
@@ -47,7 +48,7 @@ func (w *writeRun) compare(ctx context.Context, th *kcopyd.Throttle, src device.
 	if err != nil {
 		return nil, err
 	}
-	opts := &batch.VerifyOptions{Src: src, MaxJobs: w.o.jobs, ChunkSize: cs, InterruptWait: w.o.interruptWait, Progress: prog,
+	opts := &batch.VerifyOptions{Src: src, MaxJobs: w.o.jobs, ChunkSize: cs, InterruptWait: w.o.waitOption(), Progress: prog,
 		Notify: func(s string) { fmt.Fprintf(msgs, "kcopyd: %s (--interrupt-wait)\n", s) }}
 	for _, d := range devs {
 		if d != nil && verifyChunkHook != nil {
@@ -73,6 +74,14 @@ func (w *writeRun) compare(ctx context.Context, th *kcopyd.Throttle, src device.
 		client.Close()
 	}
 	return res, nil
+}
+
+// waitOption returns --interrupt-wait as batch takes it: 0 is no wait.
+func (o *options) waitOption() time.Duration {
+	if o.interruptWait == 0 {
+		return -1
+	}
+	return o.interruptWait
 }
 
 // chunksText says how many chunks of size bytes differ; partial says the

@@ -40,7 +40,7 @@ func (w *writeRun) newBatch(client *kcopyd.Client, dests []*dest, pc planConf, p
 		}}
 	opts := &batch.Options{
 		Regions: p.Regions, Plan: p.Run, MaxJobs: o.inFlight(), Sparse: w.src != nil && !o.noSparse,
-		InterruptWait: o.interruptWait, Progress: prog.set, Dropped: prog.fail,
+		InterruptWait: o.waitOption(), WaitName: "--interrupt-wait", Progress: prog.set, Dropped: prog.fail,
 		Notify: func(s string) { fmt.Fprintf(msgs, "kcopyd: %s\n", s) },
 	}
 	if w.src != nil {
