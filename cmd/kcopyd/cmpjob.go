@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/kcopyd/kcopyd"
@@ -17,15 +18,21 @@ import (
 type cmpResult = batch.DestVerify
 
 // verifyChunkHook, when not nil, is called after each chunk of a
-// destination is read for a comparison. Tests set it to interrupt a
-// comparison at a known point.
+// destination is read for a comparison, one call at a time. Tests set it
+// to interrupt a comparison at a known point.
 var verifyChunkHook func()
+
+// hookMu makes the calls of verifyChunkHook, from the engine's I/O
+// goroutines, one at a time.
+var hookMu sync.Mutex
 
 // hookDev calls verifyChunkHook after each read.
 type hookDev struct{ device.Device }
 
 func (d hookDev) ReadAt(p []byte, off int64) (int, error) {
 	n, err := d.Device.ReadAt(p, off)
+	hookMu.Lock()
+	defer hookMu.Unlock()
 	verifyChunkHook()
 	return n, err
 }
