@@ -21,6 +21,12 @@
 // A canceled context stops dispatch; the jobs in flight are waited for at
 // most Options.InterruptWait, after which the Batch is abandoned: its
 // client and devices must not be closed, for I/O may still be in flight.
+//
+// # Verify
+//
+// Verify compares many regions with engine Verify jobs, so a copy can be
+// checked through the same buffers, throttle and cancellation; Check asks
+// the engine about every region's job before a batch starts.
 package batch
 
 import (
