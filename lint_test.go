@@ -18,9 +18,10 @@ const mod = "github.com/kcopyd/kcopyd"
 // device and invariants.
 var importRules = map[string][]string{
 	"M":                           {"M/device", "M/internal/bufpool", "M/internal/dmio", "M/internal/invariants", "M/internal/throttle"},
+	"M/batch":                     {"M", "M/device", "M/plan"},
 	"M/bench/cmd/regionloop":      {"golang.org/x/sys/unix"},
 	"M/clone":                     {"M", "M/device"},
-	"M/cmd/kcopyd":                {"M", "M/clone", "M/mapfile", "M/device", "M/device/blockdev", "M/device/nbd", "M/device/nbd/nbdserver", "github.com/spf13/", "github.com/vbauerster/mpb/", "golang.org/x/sys/unix"},
+	"M/cmd/kcopyd":                {"M", "M/batch", "M/clone", "M/mapfile", "M/plan", "M/device", "M/device/blockdev", "M/device/nbd", "M/device/nbd/nbdserver", "github.com/spf13/", "github.com/vbauerster/mpb/", "golang.org/x/sys/unix"},
 	"M/device":                    {"M/internal/uring", "golang.org/x/sys/unix"},
 	"M/device/blockdev":           {"M/device", "M/internal/uring", "golang.org/x/sys/unix"},
 	"M/device/blockdev/looptest":  {"golang.org/x/sys/unix"},
@@ -38,6 +39,7 @@ var importRules = map[string][]string{
 	"M/internal/throttle":         {},
 	"M/internal/uring":            {"golang.org/x/sys/unix"},
 	"M/mapfile":                   {},
+	"M/plan":                      {"M/device"},
 }
 
 // importViolations returns one message per import in imports (package to

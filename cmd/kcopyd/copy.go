@@ -9,6 +9,7 @@ import (
 
 	"github.com/kcopyd/kcopyd"
 	"github.com/kcopyd/kcopyd/device"
+	"github.com/kcopyd/kcopyd/plan"
 )
 
 const copyLong = `Copy a region of SOURCE to every DEST (1 to 8). Each chunk of the source is
@@ -95,8 +96,54 @@ func runCopy(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 	if err != nil {
 		return err
 	}
+	if w.regions, err = resolveCopyRegions(o, regions, src); err != nil {
+		return w.fail(err)
+	}
+	var needed, total int64
+	for _, rg := range w.regions {
+		needed = max(needed, rg.destEnd())
+		total += rg.len
+	}
+	toCreate, toGrow, err := w.openCopyDests(ctx, locs, needed)
+	if err == nil {
+		err = checkCopyInput(w.regions, src, locs, o.direct)
+	}
+	if err != nil {
+		return w.fail(err)
+	}
+	client, th, rateContent, err := o.newClient(append([]*location{src}, locs...)...)
+	if err != nil {
+		return w.fail(err)
+	}
+	// Create and extend files last: these are the first changes, and they
+	// are undone if anything below fails.
+	dests, err := w.prepareCopyDests(client, src, locs, toCreate, toGrow, needed)
+	if err != nil {
+		client.Close()
+		return w.fail(err)
+	}
+	pc := planConf{kind: plan.Copy, align: maxAlign(src.dev)}
+	for _, l := range locs {
+		pc.align = max(pc.align, maxAlign(l.dev))
+	}
+	if ext, ok := src.dev.(device.Extenter); ok && !o.noSparse {
+		pc.ext = ext
+	}
+	if err := w.setupMap(src, dests); err != nil {
+		client.Close()
+		return w.fail(err)
+	}
+	if w.pm.complete() {
+		client.Close()
+		return w.mapNoop()
+	}
+	return w.execute(ctx, client, th, rateContent, dests, pc, total)
+}
 
-	// The regions.
+// resolveCopyRegions returns the regions of a copy: those of --regions, or the
+// one --offset, --length and --dest-offset give, checked against the
+// source.
+func resolveCopyRegions(o *options, regions []region, src *location) ([]region, error) {
 	if regions == nil {
 		// An empty source, or --length 0, copies nothing and succeeds
 		// (creating the destination under --create), as dd and cp do.
@@ -104,117 +151,98 @@ func runCopy(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 		// taken as a mistake.
 		off := o.offset.n
 		if off > src.size || off == src.size && src.size > 0 && !o.length.set {
-			return w.fail(inputError(fmt.Errorf("--offset %d is at or beyond the end of the source %s (%d bytes): give an --offset below %d", off, src.spec, src.size, src.size)))
+			return nil, inputError(fmt.Errorf("--offset %d is at or beyond the end of the source %s (%d bytes): give an --offset below %d", off, src.spec, src.size, src.size))
 		}
 		length := src.size - off
 		if o.length.set {
 			length = o.length.n
 		}
 		if length > maxOffset-off {
-			return w.fail(usageErrorf("--offset %d plus --length %d is beyond the largest possible offset (%d)", off, length, int64(maxOffset)))
+			return nil, usageErrorf("--offset %d plus --length %d is beyond the largest possible offset (%d)", off, length, int64(maxOffset))
 		}
 		if o.destOffset.n > maxOffset-length {
-			return w.fail(usageErrorf("--dest-offset %d plus --length %d is beyond the largest possible offset (%d)", o.destOffset.n, length, int64(maxOffset)))
+			return nil, usageErrorf("--dest-offset %d plus --length %d is beyond the largest possible offset (%d)", o.destOffset.n, length, int64(maxOffset))
 		}
 		regions = []region{{src: off, len: length, dest: o.destOffset.n}}
 	}
-	w.regions = regions
-	var needed, total int64
 	for _, rg := range regions {
 		if rg.len > src.size-rg.src { // rg.srcEnd() > src.size, without overflow
-			return w.fail(inputError(fmt.Errorf("%s: source range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.src, rg.len, rg.srcEnd(), src.spec, src.size)))
+			return nil, inputError(fmt.Errorf("%s: source range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.src, rg.len, rg.srcEnd(), src.spec, src.size))
 		}
-		needed = max(needed, rg.destEnd())
-		total += rg.len
 	}
-	// Open the destinations that exist and are big enough; note the files
-	// to create or extend.
-	var toCreate, toGrow []*location
+	return regions, nil
+}
+
+// openCopyDests opens the destinations that exist and are big enough
+// (needed bytes), and returns the files to create or extend.
+func (w *writeRun) openCopyDests(ctx context.Context, locs []*location, needed int64) (toCreate, toGrow []*location, err error) {
+	o := w.o
 	for _, l := range locs {
 		switch {
 		case l.kind == locFile && !l.exists:
 			if !o.create {
-				return w.fail(inputError(fmt.Errorf("destination %s does not exist (use --create to create it)", l.spec)))
+				return nil, nil, inputError(fmt.Errorf("destination %s does not exist (use --create to create it)", l.spec))
 			}
 			toCreate = append(toCreate, l)
 			continue
 		case l.kind == locFile && l.size < needed:
 			if !o.create {
-				return w.fail(inputError(fmt.Errorf("destination %s is %d bytes, but the region ends at %d, beyond the end of the file (use --create to extend it)", l.spec, l.size, needed)))
+				return nil, nil, inputError(fmt.Errorf("destination %s is %d bytes, but the region ends at %d, beyond the end of the file (use --create to extend it)", l.spec, l.size, needed))
 			}
 			toGrow = append(toGrow, l)
 			continue
 		}
 		if err := w.openForWrite(ctx, l); err != nil {
-			return w.fail(inputError(fmt.Errorf("destination %w", err)))
+			return nil, nil, inputError(fmt.Errorf("destination %w", err))
 		}
 		if l.size < needed {
-			return w.fail(inputError(fmt.Errorf("destination %s is %d bytes, but the region ends at %d", l.spec, l.size, needed)))
+			return nil, nil, inputError(fmt.Errorf("destination %s is %d bytes, but the region ends at %d", l.spec, l.size, needed))
 		}
 	}
+	return toCreate, toGrow, nil
+}
+
+// checkCopyInput checks the regions against the opened devices:
+// duplicates, overlaps and the source's alignment.
+func checkCopyInput(regions []region, src *location, locs []*location, direct bool) error {
 	if err := checkOpenedDuplicates(locs); err != nil {
-		return w.fail(inputError(err))
+		return inputError(err)
 	}
 	if err := checkRegionOverlaps(regions, src, locs); err != nil {
-		return w.fail(inputError(err))
+		return inputError(err)
 	}
-	if err := checkAlignment(regions, src, nil, o.direct); err != nil {
-		return w.fail(inputError(err))
+	if err := checkAlignment(regions, src, nil, direct); err != nil {
+		return inputError(err)
 	}
-	th, rateContent, err := o.newThrottle()
-	if err != nil {
-		return w.fail(err)
-	}
-	o.settleSubJobSize(src)
-	o.settleSubJobSize(locs...)
-	client, err := kcopyd.NewClient(&kcopyd.Options{SubJobSize: o.subJobSize.n, Throttle: th})
-	if err != nil {
-		return w.fail(inputError(fmt.Errorf("engine: %w", err)))
-	}
-	clientClosed := false
-	defer func() {
-		if !clientClosed {
-			client.Close()
-		}
-	}()
+	return nil
+}
 
-	// Create and extend files last: these are the first changes, and they
-	// are undone if anything below fails.
+// prepareCopyDests creates and extends the files toCreate and toGrow to
+// needed bytes, checks the destinations' alignment and the engine's
+// acceptance of every region's job, and returns the destinations.
+func (w *writeRun) prepareCopyDests(client *kcopyd.Client, src *location, locs, toCreate, toGrow []*location, needed int64) ([]*dest, error) {
+	o := w.o
 	for _, l := range toCreate {
 		if err := l.create(needed, openMode{write: true, direct: o.direct}); err != nil {
-			return w.fail(inputError(fmt.Errorf("destination %w", err)))
+			return nil, inputError(fmt.Errorf("destination %w", err))
 		}
 	}
 	for _, l := range toGrow {
 		if err := l.grow(needed, openMode{write: true, direct: o.direct}); err != nil {
-			return w.fail(inputError(fmt.Errorf("destination %w", err)))
+			return nil, inputError(fmt.Errorf("destination %w", err))
 		}
 	}
-	if err := checkAlignment(regions, nil, locs, o.direct); err != nil {
-		return w.fail(inputError(err))
+	if err := checkAlignment(w.regions, nil, locs, o.direct); err != nil {
+		return nil, inputError(err)
 	}
-	if err := checkJobs(client, regions, src, locs); err != nil {
-		return w.fail(inputError(err))
+	if err := checkJobs(client, w.regions, src, locs); err != nil {
+		return nil, inputError(err)
 	}
-
 	dests := make([]*dest, len(locs))
-	devAlign := maxAlign(src.dev)
 	for i, l := range locs {
 		dests[i] = &dest{loc: l, zeroFrom: knownZeroFrom(l, o.destIsZero)}
-		devAlign = max(devAlign, maxAlign(l.dev))
 	}
-	plan := &planner{kind: segCopy, regions: regions, dests: dests, align: devAlign}
-	if ext, ok := src.dev.(device.Extenter); ok && !o.noSparse {
-		plan.ext = ext
-	}
-	if err := w.setupMap(src, dests); err != nil {
-		return w.fail(err)
-	}
-	if w.pm.complete() {
-		return w.mapNoop()
-	}
-	clientClosed = true
-	return w.execute(ctx, client, th, rateContent, dests, plan, total)
+	return dests, nil
 }
 
 // checkRegionOverlaps refuses regions whose destination ranges overlap
@@ -235,31 +263,4 @@ func checkRegionOverlaps(regions []region, src *location, locs []*location) erro
 		return fmt.Errorf("regions lines %d and %d write overlapping destination ranges [%d, +%d) and [%d, +%d); nothing was written: every destination byte may be written by one line only", x.line, y.line, x.off, x.len, y.off, y.len)
 	}
 	return checkAliases(regions, src, locs)
-}
-
-// checkJobs asks the engine whether it accepts the job of every region,
-// before the first one is submitted: what it would refuse is bad input,
-// found before anything is written.
-func checkJobs(client *kcopyd.Client, regions []region, src *location, locs []*location) error {
-	for _, rg := range regions {
-		if rg.len == 0 {
-			continue // nothing is submitted for it
-		}
-		var dests []kcopyd.Region
-		for i, l := range locs {
-			if rg.has(i) {
-				dests = append(dests, kcopyd.Region{Dev: l.dev, Off: rg.dest, Len: rg.len})
-			}
-		}
-		var err error
-		if src == nil {
-			err = client.CheckZero(dests, 0)
-		} else {
-			err = client.CheckCopy(kcopyd.Region{Dev: src.dev, Off: rg.src, Len: rg.len}, dests, 0)
-		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", rg.where(), err)
-		}
-	}
-	return nil
 }

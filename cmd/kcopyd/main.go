@@ -97,13 +97,6 @@ func commandPath(root *cobra.Command, args []string) string {
 	return root.CommandPath()
 }
 
-// env holds the standard streams of one run, so that tests can drive the
-// command in-process.
-type env struct {
-	stdin          io.Reader
-	stdout, stderr io.Writer
-}
-
 // newRootCmd builds the kcopyd command tree.
 func newRootCmd(e *env) *cobra.Command {
 	root := &cobra.Command{

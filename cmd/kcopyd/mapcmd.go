@@ -2,16 +2,14 @@ package main
 
 import (
 	"cmp"
-	"errors"
 	"fmt"
-	"io/fs"
-	"math"
 	"slices"
 	"time"
 
-	"github.com/kcopyd/kcopyd"
+	"github.com/kcopyd/kcopyd/batch"
 	"github.com/kcopyd/kcopyd/device"
 	"github.com/kcopyd/kcopyd/mapfile"
+	"github.com/kcopyd/kcopyd/plan"
 )
 
 // Checkpoints of --map: completed ranges are made durable and recorded
@@ -35,9 +33,11 @@ type progressMap struct {
 	base    []int64         // job offset of each region
 	snap    []mapfile.Range // the map when the run started: what to plan
 	segMax  int64           // the longest segment to plan
-	fresh   bool            // the map was created by this run
-	last    time.Time       // the last checkpoint
-	saveErr error           // the first failed checkpoint
+	// interval is --checkpoint-interval.
+	interval time.Duration
+	fresh    bool      // the map was created by this run
+	last     time.Time // the last checkpoint
+	saveErr  error     // the first failed checkpoint
 }
 
 // mapJob describes the run as the map records it. Empty regions are left
@@ -58,77 +58,15 @@ func mapJob(kind mapfile.Kind, src *location, locs []*location, regions []region
 	return job
 }
 
-// setupMap loads --map, or creates and saves it for a new job, once every
-// location is open and before anything is written. A map of another job
-// is refused. With --retry-failed the failed ranges become untried. It
-// also forgets what the destinations were known to read as zeroes when
-// the map is resumed: an earlier run may have written anywhere.
-func (w *writeRun) setupMap(src *location, dests []*dest) error {
-	o := w.o
-	if o.mapFile == "" {
-		return nil
-	}
-	kind := mapfile.KindCopy
-	if src == nil {
-		kind = mapfile.KindZero
-	}
-	job := mapJob(kind, src, w.locs, w.regions, w.chunkSize())
-	m, err := mapfile.Load(o.mapFile)
-	fresh := errors.Is(err, fs.ErrNotExist)
-	switch {
-	case fresh:
-		m, err = mapfile.New(job)
-	case err == nil:
-		err = m.Check(job)
-	}
-	if err != nil {
-		return inputError(fmt.Errorf("--map %s: %w; nothing was written (give another --map FILE for this %s)", o.mapFile, err, w.verb))
-	}
-	pm := &progressMap{path: o.mapFile, m: m, ck: mapfile.NewCheckpointer(m, o.mapFile), regions: w.regions, fresh: fresh, last: time.Now(), segMax: mapSegChunks * w.chunkSize()}
-	var off int64
-	for _, rg := range w.regions {
-		pm.base = append(pm.base, off)
-		off += rg.len
-	}
-	if o.retryFailed {
-		if n := m.RetryFailed(); n > 0 && !o.quiet {
-			fmt.Fprintf(w.e.stderr, "kcopyd: retrying %d bytes that failed before (--retry-failed)\n", n)
-		}
-	}
-	if fresh || o.retryFailed {
-		if err := m.Save(o.mapFile); err != nil {
-			return inputError(fmt.Errorf("--map: %w; nothing was written", err))
-		}
-	}
-	if !fresh {
-		for _, d := range dests {
-			d.zeroFrom = math.MaxInt64
-		}
-	}
-	pm.snap = slices.Collect(m.Ranges())
-	w.pm = pm
-	return nil
-}
-
 // complete reports whether a resumed map has nothing left to do.
 func (pm *progressMap) complete() bool { return pm != nil && !pm.fresh && pm.m.Complete() }
-
-// mapNoop ends a run whose map says the job is complete already.
-func (w *writeRun) mapNoop() error {
-	w.closeAll(false)
-	done, _, _ := w.pm.m.Counts()
-	// Said even under --quiet: the run did nothing.
-	fmt.Fprintf(w.e.stderr, "kcopyd: --map %s: the %s is complete already (%d bytes); nothing to do\n", w.pm.path, w.verb, done)
-	w.rep.Map = w.pm.json()
-	return w.report(exitOK, nil)
-}
 
 // split hands out s in pieces by the state the map had when the run
 // started: untried pieces (at most mapSegMax long) keep s's kind, done
 // ones are skipped, and failed ones are skipped and not counted complete.
-func (pm *progressMap) split(s *segment, emit func(*segment) bool) bool {
-	off := pm.jobOff(s, s.dest-pm.regions[s.reg].dest)
-	end := off + s.len
+func (pm *progressMap) split(s plan.Segment, emit func(plan.Segment) bool) bool {
+	off := pm.jobOff(s.Region, s.Dest)
+	end := off + s.Len
 	i, _ := slices.BinarySearchFunc(pm.snap, off, func(r mapfile.Range, off int64) int {
 		return cmp.Compare(r.End(), off+1)
 	})
@@ -137,18 +75,18 @@ func (pm *progressMap) split(s *segment, emit func(*segment) bool) bool {
 		lo, hi := max(r.Off, off), min(r.End(), end)
 		for lo < hi {
 			n := hi - lo
-			p := *s
-			p.src, p.dest = s.src+lo-off, s.dest+lo-off
+			p := s
+			p.Src, p.Dest = s.Src+lo-off, s.Dest+lo-off
 			switch r.State {
 			case mapfile.Untried:
 				n = min(n, pm.segMax)
 			case mapfile.Done:
-				p.kind, p.dests = segSkip, nil
+				p.Kind, p.Dests = plan.Skip, nil
 			default:
-				p.kind, p.dests, p.failedBefore = segSkip, nil, true
+				p.Kind, p.Dests, p.Failed = plan.Skip, nil, true
 			}
-			p.len = n
-			if !emit(&p) {
+			p.Len = n
+			if !emit(p) {
 				return false
 			}
 			lo += n
@@ -157,44 +95,45 @@ func (pm *progressMap) split(s *segment, emit func(*segment) bool) bool {
 	return true
 }
 
-// jobOff returns the job offset of byte rel of segment s's region.
-func (pm *progressMap) jobOff(s *segment, rel int64) int64 { return pm.base[s.reg] + rel }
+// jobOff returns the job offset of destination offset dest in region reg.
+func (pm *progressMap) jobOff(reg int, dest int64) int64 {
+	return pm.base[reg] + dest - pm.regions[reg].dest
+}
 
-// record notes in the map what task t did: with je nil it succeeded. A
-// range is added for the next checkpoint only when t wrote to every
-// destination of its segment (a destination dropped earlier did not get
-// it: the range stays untried). Failed ranges are marked at once, reads
-// after writes so that an unreadable range is never said to be on the
-// destinations whose write succeeded.
-func (r *engineRun) record(t *task, je *kcopyd.JobError) {
-	pm, seg := r.pm, t.seg
-	segRel := seg.dest - pm.regions[seg.reg].dest // the segment's offset in its region
-	full := len(t.dests) == len(seg.dests)
-	length := seg.len - t.off
+// record notes in the map what job j did. A range is added for the next
+// checkpoint only when j wrote to every destination of its segments (a
+// destination dropped earlier did not get it: the range stays untried).
+// Failed ranges are marked at once, reads after writes so that an
+// unreadable range is never said to be on the destinations whose write
+// succeeded. Coalesced jobs span consecutive regions, whose job offsets
+// follow on as their destination offsets do.
+func (pm *progressMap) record(j *batch.JobResult, ignore bool) {
+	at := func(dest int64) int64 { return pm.jobOff(j.Region, dest) }
+	je := j.Err
 	if je == nil {
-		if full {
-			pm.ck.Add(pm.jobOff(seg, segRel+t.off), length)
+		if j.All {
+			pm.ck.Add(at(j.Dest), j.Len)
 		}
 		return
 	}
-	good := min(max(je.Completed, 0), length)
-	if r.ignore {
-		good = length // the engine went to the end; the failures follow
+	good := min(max(je.Completed, 0), j.Len)
+	if ignore {
+		good = j.Len // the engine went to the end; the failures follow
 	}
-	if full {
-		pm.ck.Add(pm.jobOff(seg, segRel+t.off), good)
+	if j.All {
+		pm.ck.Add(at(j.Dest), good)
 	}
 	var fails []destRange
-	for k, i := range t.dests {
+	for k, i := range j.Dests {
 		if k < len(je.WriteRanges) {
 			for _, wr := range je.WriteRanges[k] {
-				fails = append(fails, destRange{off: pm.jobOff(seg, segRel+wr.Off-seg.dest), len: wr.Len, dest: i})
+				fails = append(fails, destRange{off: at(wr.Off), len: wr.Len, dest: i})
 			}
 		}
 	}
 	markWriteFailures(pm.m, fails)
-	for _, rr := range je.ReadRanges {
-		pm.m.MarkFailed(pm.jobOff(seg, segRel+rr.Off-seg.src), rr.Len)
+	for _, r := range j.DestReadRanges() {
+		pm.m.MarkFailed(at(r.Off), r.Len)
 	}
 }
 
@@ -229,9 +168,9 @@ func markWriteFailures(m *mapfile.Map, fails []destRange) {
 
 // maybeCheckpoint checkpoints when the interval has passed or enough
 // bytes completed since the last checkpoint.
-func (r *engineRun) maybeCheckpoint() {
-	if r.pm != nil && (time.Since(r.pm.last) >= r.ckInterval || r.pm.ck.Pending() >= checkpointBytes) {
-		r.checkpoint()
+func (pm *progressMap) maybeCheckpoint(b *batch.Batch, note func(string)) {
+	if time.Since(pm.last) >= pm.interval || pm.ck.Pending() >= checkpointBytes {
+		pm.checkpoint(b, note)
 	}
 }
 
@@ -243,12 +182,11 @@ func (r *engineRun) maybeCheckpoint() {
 // (written to FILE.tmp, synced, renamed, directory synced). A crash
 // before (4) leaves the old map, which calls the ranges untried: they are
 // copied again. A failed flush leaves them untried for good.
-func (r *engineRun) checkpoint() {
-	pm := r.pm
+func (pm *progressMap) checkpoint(b *batch.Batch, note func(string)) {
 	pm.last = time.Now()
-	if err := pm.ck.Checkpoint(r.flushErr); err != nil && pm.saveErr == nil {
+	if err := pm.ck.Checkpoint(b.Flush); err != nil && pm.saveErr == nil {
 		pm.saveErr = err
-		r.waitNote(fmt.Sprintf("warning: --map %s: %v", pm.path, err))
+		note(fmt.Sprintf("warning: --map %s: %v", pm.path, err))
 	}
 }
 
@@ -266,36 +204,4 @@ func (pm *progressMap) readFailed() bool {
 		}
 	}
 	return false
-}
-
-// concludeMap adjusts the result of a --map run: failed ranges left in
-// the map (from this run or an earlier one) or a map that could not be
-// saved make a run that is otherwise fine fail. It prints the map's
-// counts and fills the JSON report.
-func (w *writeRun) concludeMap(code int, err error) (int, error) {
-	pm := w.pm
-	if pm == nil {
-		return code, err
-	}
-	jm := pm.json()
-	w.rep.Map = jm
-	if !w.o.quiet || code != exitOK {
-		state := "complete"
-		if !jm.Complete {
-			state = "not complete: rerun the same command to resume"
-		}
-		fmt.Fprintf(w.e.stderr, "kcopyd: --map %s: %d bytes done, %d failed, %d untried (%s)\n", pm.path, jm.Done, jm.Failed, jm.Untried, state)
-	}
-	if code != exitOK {
-		return code, err
-	}
-	switch {
-	case pm.saveErr != nil:
-		return exitWriteError, fmt.Errorf("--map %s: %w", pm.path, pm.saveErr)
-	case jm.Failed > 0 && pm.readFailed():
-		return exitReadError, fmt.Errorf("%d bytes failed (read errors, in this run or an earlier one; see --map %s); --retry-failed tries them again", jm.Failed, pm.path)
-	case jm.Failed > 0:
-		return exitWriteError, fmt.Errorf("%d bytes failed (write errors, in this run or an earlier one; see --map %s); --retry-failed tries them again", jm.Failed, pm.path)
-	}
-	return code, err
 }

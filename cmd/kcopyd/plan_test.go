@@ -3,20 +3,16 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"fmt"
-	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/kcopyd/kcopyd/device"
 	"github.com/kcopyd/kcopyd/device/nbd/nbdtest"
 )
 
@@ -220,87 +216,4 @@ func TestPlanningFragmentedFile(t *testing.T) {
 	}
 	dst := nbdtest.Nbdkit(t, "null", "size="+strconv.FormatInt(size, 10))
 	checkPlanningBounded(t, "--rate", "64M", p, dst.URI)
-}
-
-// patternMap is a device.Extenter of size bytes that repeats data bytes
-// of data then hole bytes of hole, and records how far it was asked.
-type patternMap struct {
-	size, data, hole int64
-	asked            atomic.Int64 // the largest end of a range asked about
-}
-
-func (m *patternMap) Extents(off, length int64) ([]device.Extent, error) {
-	for a := m.asked.Load(); off+length > a && !m.asked.CompareAndSwap(a, off+length); a = m.asked.Load() {
-	}
-	var out []device.Extent
-	period := m.data + m.hole
-	for pos, end := off, off+length; pos < end && len(out) < 4096; {
-		in := pos % period
-		e := device.Extent{Off: pos, Len: m.data - in}
-		if in >= m.data {
-			e = device.Extent{Off: pos, Len: period - in, Hole: true, Zero: true}
-		}
-		e.Len = min(e.Len, end-pos)
-		out = append(out, e)
-		pos += e.Len
-	}
-	return out, nil
-}
-
-// TestPlannerTilesAndStaysAhead checks that the planner's segments tile
-// the region in order, that holes of at least minHole become aligned
-// Zero segments, and that it reads the allocation map no further than
-// two planSteps ahead of the segments taken.
-func TestPlannerTilesAndStaysAhead(t *testing.T) {
-	for _, tt := range []struct {
-		name             string
-		size, data, hole int64
-		off, len         int64
-		align            int64
-	}{
-		{"fragmented", 1 << 40, 4096, 128 << 10, 0, 1 << 40, 4096},
-		{"small holes stay data", 1 << 30, 4096, 60 << 10, 0, 1 << 30, 512},
-		{"unaligned region", 1 << 34, 3 << 20, 5 << 20, 12345, 1<<34 - 12345 - 999, 4096},
-		{"all data", 1 << 40, 1 << 40, 0, 0, 1 << 40, 1},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			m := &patternMap{size: tt.size, data: tt.data, hole: tt.hole}
-			if tt.hole == 0 {
-				m.data = tt.size + 1
-			}
-			rg := region{src: tt.off, len: tt.len, dest: 7 << 20}
-			p := &planner{ext: m, kind: segCopy, regions: []region{rg}, dests: []*dest{{zeroFrom: math.MaxInt64}}, align: tt.align,
-				warn: func(s string) { t.Errorf("warning: %s", s) }}
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			out := make(chan *segment)
-			go p.run(ctx, out)
-			pos, n := rg.src, 0
-			for s := range out {
-				n++
-				if s.src != pos || s.len <= 0 || s.dest != rg.dest+s.src-rg.src {
-					t.Fatalf("segment %d = %+v; want one starting at %d", n, *s, pos)
-				}
-				if s.kind == segZero && (s.len < minHole || (s.src-rg.src)%tt.align != 0) {
-					t.Fatalf("hole segment %+v: shorter than %d or not aligned to %d", *s, minHole, tt.align)
-				}
-				if s.kind == segZero && (s.src%(m.data+m.hole) < m.data || (s.src+s.len-1)%(m.data+m.hole) < m.data) {
-					t.Fatalf("hole segment %+v covers data", *s)
-				}
-				pos += s.len
-				if ahead := m.asked.Load() - pos; ahead > 2*planStep {
-					t.Fatalf("after %d segments up to %d the map was read up to %d: %d bytes ahead", n, pos, pos+ahead, ahead)
-				}
-				if n == 20000 {
-					cancel()
-					for range out {
-					}
-					return
-				}
-			}
-			if pos != rg.srcEnd() {
-				t.Fatalf("segments end at %d; want %d", pos, rg.srcEnd())
-			}
-		})
-	}
 }

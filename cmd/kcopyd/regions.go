@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/kcopyd/kcopyd/plan"
 )
 
 // A region is one line of a --regions file, or the region given by
@@ -22,17 +24,7 @@ type region struct {
 }
 
 // has reports whether r is for destination i.
-func (r region) has(i int) bool {
-	if r.dests == nil {
-		return true
-	}
-	for _, d := range r.dests {
-		if d == i {
-			return true
-		}
-	}
-	return false
-}
+func (r region) has(i int) bool { return plan.Region{Dests: r.dests}.Has(i) }
 
 // srcEnd and destEnd return the ends of r's source and destination ranges.
 func (r region) srcEnd() int64  { return r.src + r.len }

@@ -1,18 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/spf13/cobra"
 
+	"github.com/kcopyd/kcopyd/batch"
 	"github.com/kcopyd/kcopyd/device"
 )
 
@@ -64,19 +60,54 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 	if err != nil {
 		return err
 	}
+	if err := w.openVerifyDests(ctx, locs); err != nil {
+		return err
+	}
+	if regions, err = w.verifyRegions(regions, src, locs); err != nil {
+		return w.fail(inputError(err))
+	}
+	w.regions = regions
+	var total int64
+	for _, rg := range regions {
+		total += rg.len
+	}
+	devs := make([]device.Device, len(locs))
+	for i, l := range locs {
+		devs[i] = l.dev
+	}
+	prog := newProgress(progressConfig{out: e.stderr, quiet: o.quiet, verb: "verify", total: total, interval: o.progressInterval})
+	res, err := w.compare(ctx, nil, src.dev, devs, prog.set, e.stderr)
+	prog.stop()
+	if err != nil {
+		return w.fail(inputError(fmt.Errorf("engine: %w", err)))
+	}
+	w.closeAll(false)
+	w.rep.Bytes, w.rep.Total = res.Compared, total
+	return w.verifyReport(res, src, locs, total)
+}
+
+// openVerifyDests opens the destinations of verify for reading.
+func (w *writeRun) openVerifyDests(ctx context.Context, locs []*location) error {
 	for _, l := range locs {
 		if !l.exists {
 			return w.fail(inputError(fmt.Errorf("destination %s does not exist", l.spec)))
 		}
-		if err := l.open(ctx, openMode{direct: o.direct, buffered: o.buffered, nbd: &o.nbd}); err != nil {
+		if err := l.open(ctx, openMode{direct: w.o.direct, buffered: w.o.buffered, nbd: &w.o.nbd}); err != nil {
 			return w.fail(inputError(fmt.Errorf("destination %w", err)))
 		}
 		w.warnNotes(l)
 	}
+	return nil
+}
+
+// verifyRegions returns the regions to compare (the command-line region
+// when regions is nil) after checking them against the devices.
+func (w *writeRun) verifyRegions(regions []region, src *location, locs []*location) ([]region, error) {
+	o := w.o
 	if regions == nil {
 		off := o.offset.n
 		if off >= src.size {
-			return w.fail(inputError(fmt.Errorf("--offset %d is at or beyond the end of the source %s (%d bytes)", off, src.spec, src.size)))
+			return nil, fmt.Errorf("--offset %d is at or beyond the end of the source %s (%d bytes)", off, src.spec, src.size)
 		}
 		length := src.size - off
 		if o.length.set {
@@ -84,71 +115,45 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 		}
 		regions = []region{{src: off, len: length, dest: o.destOffset.n}}
 	}
-	w.regions = regions
-	var total int64
 	for _, rg := range regions {
 		if rg.srcEnd() > src.size {
-			return w.fail(inputError(fmt.Errorf("%s: source range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.src, rg.len, rg.srcEnd(), src.spec, src.size)))
+			return nil, fmt.Errorf("%s: source range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.src, rg.len, rg.srcEnd(), src.spec, src.size)
 		}
 		for _, l := range locs {
 			if rg.destEnd() > l.size {
-				return w.fail(inputError(fmt.Errorf("%s: destination range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.dest, rg.len, rg.destEnd(), l.spec, l.size)))
+				return nil, fmt.Errorf("%s: destination range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.dest, rg.len, rg.destEnd(), l.spec, l.size)
 			}
 		}
-		total += rg.len
 	}
 	if err := checkAlignment(regions, src, locs, o.direct); err != nil {
-		return w.fail(inputError(err))
+		return nil, err
 	}
+	return regions, nil
+}
 
-	devs := make([]device.Device, len(locs))
-	idx := make([]int, len(locs))
-	for i, l := range locs {
-		devs[i], idx[i] = l.dev, i
-	}
-	prog := newProgress(progressConfig{out: e.stderr, quiet: o.quiet, verb: "verify", total: total, interval: o.progressInterval})
-	var counter atomic.Int64
-	stopTick := make(chan struct{})
-	tickDone := make(chan struct{})
-	go func() {
-		defer close(tickDone)
-		t := time.NewTicker(200 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-stopTick:
-				prog.set(counter.Load())
-				return
-			case <-t.C:
-				prog.set(counter.Load())
-			}
-		}
-	}()
-	res, srcErr, stopped := compareRegions(ctx, src.dev, devs, idx, regions, o.subJobSize.n, o.jobs, &counter, w.giveUp)
-	close(stopTick)
-	<-tickDone
-	prog.stop()
-	w.closeAll(false)
-
-	w.rep.Bytes, w.rep.Total = counter.Load(), total
-	uncompared := w.uncomparedTails(regions, locs, o.length.set || o.regionsFile != "")
+// verifyReport prints the outcome of verify, fills the JSON report and
+// returns the command's result.
+func (w *writeRun) verifyReport(res *batch.VerifyResult, src *location, locs []*location, total int64) error {
+	e, o := w.e, w.o
+	stopped, srcErr := res.Canceled || res.Abandoned, res.ReadErr
+	uncompared := w.uncomparedTails(w.regions, locs, o.length.set || o.regionsFile != "")
 	differ, readErr := false, srcErr != nil
 	for i, l := range locs {
-		c := res[i]
+		c := res.Dests[i]
 		jd := jsonDest{Location: l.spec, FailedRanges: [][2]int64{}}
 		switch {
-		case c.err != nil:
+		case c.Err != nil:
 			readErr = true
-			jd.Error = errPtr(c.err)
-			fmt.Fprintf(e.stderr, "kcopyd: verify: cannot read %s: %v\n", l.spec, c.err)
-		case c.first >= 0:
+			jd.Error = errPtr(c.Err)
+			fmt.Fprintf(e.stderr, "kcopyd: verify: cannot read %s: %v\n", l.spec, c.Err)
+		case c.FirstDiff >= 0:
 			differ = true
-			f, n := c.first, c.chunks
+			f, n := c.FirstDiff, c.Chunks
 			jd.FirstDifference, jd.DifferingChunks = &f, &n
 			id := false
 			jd.Identical = &id
 			if !o.json {
-				fmt.Fprintf(e.stdout, "%s: differs: first differing byte at offset %d; %s\n", l.spec, c.first, chunksText(c.chunks, o.subJobSize.n, stopped))
+				fmt.Fprintf(e.stdout, "%s: differs: first differing byte at offset %d; %s\n", l.spec, c.FirstDiff, chunksText(c.Chunks, o.subJobSize.n, stopped))
 			}
 		case srcErr == nil && !stopped:
 			id := true
@@ -162,7 +167,7 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 	switch {
 	case stopped:
 		w.rep.Interrupted = true
-		return w.report(exitInterrupted, fmt.Errorf("interrupted after comparing %d bytes", counter.Load()))
+		return w.report(exitInterrupted, fmt.Errorf("interrupted after comparing %d bytes", res.Compared))
 	case readErr:
 		w.rep.ReadError = true
 		if srcErr != nil {
@@ -178,11 +183,6 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 	}
 	return w.report(exitOK, nil)
 }
-
-// verifyChunkHook, when not nil, is called by compareRegions after each
-// chunk is compared. Tests set it to interrupt a comparison at a known
-// point.
-var verifyChunkHook func()
 
 // uncomparedTails returns, per destination, a remark for one that goes on
 // past the end of the default region (the source's end), whose last bytes
@@ -201,185 +201,4 @@ func (w *writeRun) uncomparedTails(regions []region, locs []*location, explicit 
 		}
 	}
 	return out
-}
-
-// cmpResult is the comparison of one destination.
-type cmpResult struct {
-	first  int64 // destination offset of the first differing byte; -1 when none
-	chunks int64 // chunks with a difference
-	err    error // the first read error on the destination
-}
-
-// compareRegions compares every region of src (nil: zeroes) with the same
-// range of each device in devs; idx gives the argument index of each
-// device for region.has. Chunks of chunk bytes, counted from each region's
-// start, are compared by up to workers goroutines. Bytes compared are
-// added to counter when it is not nil. It returns one result per device
-// and the first read error on src. It stops early when ctx is done, and
-// then returns stopped true: the chunks not compared count as neither
-// equal nor different, so the results prove nothing about identity. Once
-// ctx is done, the reads in flight are waited for as long as giveUp
-// allows (see writeRun.giveUp); then they are left behind.
-func compareRegions(ctx context.Context, src device.Device, devs []device.Device, idx []int, regions []region, chunk int64, workers int, counter *atomic.Int64, giveUp func(ctx context.Context, idle <-chan struct{}, what string) bool) (res []cmpResult, srcErr error, stopped bool) {
-	all := append([]device.Device{src}, devs...)
-	for _, d := range all {
-		if d == nil {
-			continue
-		}
-		l := device.LimitsOf(d)
-		if l.MaxTransfer > 0 && l.MaxTransfer < chunk {
-			a := max(int64(l.OffsetAlign), 4096)
-			chunk = max(l.MaxTransfer/a*a, a)
-		}
-	}
-	res = make([]cmpResult, len(devs))
-	for i := range res {
-		res[i].first = -1
-	}
-	var mu sync.Mutex // guards res and srcErr
-	type item struct {
-		rg  region
-		off int64 // within the region
-	}
-	items := make(chan item)
-	var wg sync.WaitGroup
-	workers = max(1, min(workers, 8))
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sbuf := alignedBuffer(int(chunk))
-			dbuf := alignedBuffer(int(chunk))
-			for it := range items {
-				n := min(chunk, it.rg.len-it.off)
-				s := sbuf[:n]
-				if src != nil {
-					if err := readFull(src, s, it.rg.src+it.off); err != nil {
-						mu.Lock()
-						if srcErr == nil {
-							srcErr = err
-						}
-						mu.Unlock()
-						continue
-					}
-				} else {
-					clear(s)
-				}
-				for k, d := range devs {
-					if idx != nil && !it.rg.has(idx[k]) {
-						continue
-					}
-					b := dbuf[:n]
-					doff := it.rg.dest + it.off
-					err := readFull(d, b, doff)
-					if err == nil && bytes.Equal(s, b) {
-						continue
-					}
-					mu.Lock()
-					r := &res[k]
-					if err != nil {
-						if r.err == nil {
-							r.err = err
-						}
-					} else {
-						at := doff + int64(firstDiff(s, b))
-						if r.first < 0 || at < r.first {
-							r.first = at
-						}
-						r.chunks++
-					}
-					mu.Unlock()
-				}
-				if counter != nil {
-					counter.Add(n)
-				}
-				if verifyChunkHook != nil {
-					verifyChunkHook()
-				}
-			}
-		}()
-	}
-feed:
-	for _, rg := range regions {
-		for off := int64(0); off < rg.len; off += chunk {
-			mu.Lock()
-			stop := srcErr != nil
-			mu.Unlock()
-			if stop {
-				break feed
-			}
-			select {
-			case items <- item{rg, off}:
-			case <-ctx.Done():
-				stopped = true
-				break feed
-			}
-		}
-	}
-	close(items)
-	idle := make(chan struct{})
-	go func() {
-		wg.Wait()
-		close(idle)
-	}()
-	if giveUp(ctx, idle, "reads in flight") {
-		mu.Lock()
-		defer mu.Unlock()
-		return slices.Clone(res), srcErr, true
-	}
-	return res, srcErr, stopped
-}
-
-// readFull reads len(p) bytes at off; a short read is an error even when
-// the device returned none.
-func readFull(d device.Device, p []byte, off int64) error {
-	n, err := d.ReadAt(p, off)
-	if n == len(p) {
-		return nil
-	}
-	if err == nil {
-		err = fmt.Errorf("short read of %d bytes at %d", n, off)
-	}
-	return fmt.Errorf("reading %s at %d: %w", device.Name(d), off, err)
-}
-
-// firstDiff returns the index of the first byte where a and b differ.
-func firstDiff(a, b []byte) int {
-	const step = 4096
-	for i := 0; i < len(a); i += step {
-		j := min(i+step, len(a))
-		if !bytes.Equal(a[i:j], b[i:j]) {
-			for k := i; k < j; k++ {
-				if a[k] != b[k] {
-					return k
-				}
-			}
-		}
-	}
-	return len(a)
-}
-
-// alignedBuffer returns n bytes whose address is a multiple of 4096, the
-// largest MemAlign a device may ask for.
-func alignedBuffer(n int) []byte {
-	const align = 4096
-	b := make([]byte, n+align)
-	skip := 0
-	if r := int(uintptr(unsafe.Pointer(unsafe.SliceData(b))) % align); r != 0 {
-		skip = align - r
-	}
-	return b[skip : skip+n : skip+n]
-}
-
-// chunksText says how many chunks of size bytes differ; partial says the
-// comparison was interrupted, so that n is a lower bound.
-func chunksText(n, size int64, partial bool) string {
-	s := fmt.Sprintf("%d chunks of %s differ", n, formatSize(size))
-	if n == 1 {
-		s = fmt.Sprintf("1 chunk of %s differs", formatSize(size))
-	}
-	if partial {
-		s = "at least " + s + " (the comparison was interrupted)"
-	}
-	return s
 }

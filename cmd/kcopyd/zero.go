@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/kcopyd/kcopyd"
+	"github.com/kcopyd/kcopyd/plan"
 )
 
 const zeroLong = `Zero a region of every DEST (1 to 8) with the kcopyd engine, using each
@@ -81,90 +81,111 @@ func runZero(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 		return w.report(exitUsage, err)
 	}
 	w.locs = locs
-	for _, l := range locs {
-		if !l.exists {
-			return w.fail(inputError(fmt.Errorf("destination %s does not exist", l.spec)))
-		}
-		if err := w.openForWrite(ctx, l); err != nil {
-			return w.fail(inputError(fmt.Errorf("destination %w", err)))
-		}
-	}
-	if err := checkOpenedDuplicates(locs); err != nil {
-		return w.fail(inputError(err))
-	}
-
-	if regions == nil {
-		off := o.offset.n
-		if o.length.set {
-			if o.length.n > maxOffset-off {
-				return w.fail(usageErrorf("--offset %d plus --length %d is beyond the largest possible offset (%d)", off, o.length.n, int64(maxOffset)))
-			}
-			regions = []region{{dest: off, len: o.length.n}}
-		} else {
-			// To the end of each destination: one region per distinct
-			// size.
-			bySize := map[int64][]int{}
-			var sizes []int64
-			for i, l := range locs {
-				if off > l.size || off == l.size && l.size > 0 {
-					return w.fail(inputError(fmt.Errorf("--offset %d is at or beyond the end of %s (%d bytes)", off, l.spec, l.size)))
-				}
-				if _, ok := bySize[l.size]; !ok {
-					sizes = append(sizes, l.size)
-				}
-				bySize[l.size] = append(bySize[l.size], i)
-			}
-			slices.Sort(sizes)
-			for _, sz := range sizes {
-				rg := region{dest: off, len: sz - off}
-				if len(sizes) > 1 {
-					rg.dests = bySize[sz]
-				}
-				regions = append(regions, rg)
-			}
-		}
-	}
-	w.regions = regions
-	var total int64
-	for _, rg := range regions {
-		for i, l := range locs {
-			if rg.has(i) && rg.len > l.size-rg.dest { // rg.destEnd() > l.size, without overflow
-				return w.fail(inputError(fmt.Errorf("%s: range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.dest, rg.len, rg.destEnd(), l.spec, l.size)))
-			}
-		}
-		total += rg.len
-	}
-	if err := checkAliases(regions, nil, locs); err != nil {
-		return w.fail(inputError(err))
-	}
-	if err := checkAlignment(regions, nil, locs, o.direct); err != nil {
-		return w.fail(inputError(err))
-	}
-	th, rateContent, err := o.newThrottle()
-	if err != nil {
+	if err := w.openZeroDests(ctx, locs); err != nil {
 		return w.fail(err)
 	}
-	o.settleSubJobSize(locs...)
-	client, err := kcopyd.NewClient(&kcopyd.Options{SubJobSize: o.subJobSize.n, Throttle: th})
-	if err != nil {
-		return w.fail(inputError(fmt.Errorf("engine: %w", err)))
+	if w.regions, err = resolveZeroRegions(o, regions, locs); err != nil {
+		return w.fail(err)
 	}
-	if err := checkJobs(client, regions, nil, locs); err != nil {
-		client.Close()
-		return w.fail(inputError(err))
+	var total int64
+	for _, rg := range w.regions {
+		total += rg.len
+	}
+	client, th, rateContent, err := o.newClient(locs...)
+	if err != nil {
+		return w.fail(err)
 	}
 	dests := make([]*dest, len(locs))
 	for i, l := range locs {
 		dests[i] = &dest{loc: l, zeroFrom: knownZeroFrom(l, false)}
 	}
-	if err := w.setupMap(nil, dests); err != nil {
-		client.Close()
-		return w.fail(err)
+	err = checkJobs(client, w.regions, nil, locs)
+	if err != nil {
+		err = inputError(err)
+	} else {
+		err = w.setupMap(nil, dests)
 	}
-	if w.pm.complete() {
+	if err != nil || w.pm.complete() {
 		client.Close()
+		if err != nil {
+			return w.fail(err)
+		}
 		return w.mapNoop()
 	}
-	plan := &planner{kind: segZero, regions: regions, dests: dests, align: 1}
-	return w.execute(ctx, client, th, rateContent, dests, plan, total)
+	return w.execute(ctx, client, th, rateContent, dests, planConf{kind: plan.Zero, align: 1}, total)
+}
+
+// openZeroDests opens every destination of zero for writing.
+func (w *writeRun) openZeroDests(ctx context.Context, locs []*location) error {
+	for _, l := range locs {
+		if !l.exists {
+			return inputError(fmt.Errorf("destination %s does not exist", l.spec))
+		}
+		if err := w.openForWrite(ctx, l); err != nil {
+			return inputError(fmt.Errorf("destination %w", err))
+		}
+	}
+	if err := checkOpenedDuplicates(locs); err != nil {
+		return inputError(err)
+	}
+	return nil
+}
+
+// resolveZeroRegions returns the regions of zero: those of --regions, or
+// the one --offset and --length give (without --length, one per distinct
+// destination size, to its end), checked against the destinations.
+func resolveZeroRegions(o *options, regions []region, locs []*location) ([]region, error) {
+	if regions == nil {
+		var err error
+		if regions, err = defaultZeroRegions(o, locs); err != nil {
+			return nil, err
+		}
+	}
+	for _, rg := range regions {
+		for i, l := range locs {
+			if rg.has(i) && rg.len > l.size-rg.dest { // rg.destEnd() > l.size, without overflow
+				return nil, inputError(fmt.Errorf("%s: range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.dest, rg.len, rg.destEnd(), l.spec, l.size))
+			}
+		}
+	}
+	if err := checkAliases(regions, nil, locs); err != nil {
+		return nil, inputError(err)
+	}
+	if err := checkAlignment(regions, nil, locs, o.direct); err != nil {
+		return nil, inputError(err)
+	}
+	return regions, nil
+}
+
+// defaultZeroRegions returns the region of --offset and --length, or
+// without --length one region per distinct destination size, to its end.
+func defaultZeroRegions(o *options, locs []*location) ([]region, error) {
+	off := o.offset.n
+	if o.length.set {
+		if o.length.n > maxOffset-off {
+			return nil, usageErrorf("--offset %d plus --length %d is beyond the largest possible offset (%d)", off, o.length.n, int64(maxOffset))
+		}
+		return []region{{dest: off, len: o.length.n}}, nil
+	}
+	bySize := map[int64][]int{}
+	var sizes []int64
+	for i, l := range locs {
+		if off > l.size || off == l.size && l.size > 0 {
+			return nil, inputError(fmt.Errorf("--offset %d is at or beyond the end of %s (%d bytes)", off, l.spec, l.size))
+		}
+		if _, ok := bySize[l.size]; !ok {
+			sizes = append(sizes, l.size)
+		}
+		bySize[l.size] = append(bySize[l.size], i)
+	}
+	slices.Sort(sizes)
+	var regions []region
+	for _, sz := range sizes {
+		rg := region{dest: off, len: sz - off}
+		if len(sizes) > 1 {
+			rg.dests = bySize[sz]
+		}
+		regions = append(regions, rg)
+	}
+	return regions, nil
 }
