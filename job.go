@@ -313,6 +313,10 @@ func (c *Client) submit(ctx context.Context, src *Region, dests []Region, flags 
 	case t.length <= t.chunk:
 		t.root.kind = kindUnsplit
 		t.root.init(0, t.length)
+		// The cursor moves past the one chunk as nextChunk moves it
+		// for a split job, so that Completed counts it unless it
+		// failed (a Verify chunk that differs was compared whole).
+		t.mu.next = t.length
 		c.dispatch(&t.root)
 	default:
 		t.root.kind = kindMaster

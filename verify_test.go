@@ -153,3 +153,20 @@ func TestVerifyReadErrors(t *testing.T) {
 		t.Fatalf("Verify with WriteSeq = %v; want ErrBadFlags", err)
 	}
 }
+
+// TestVerifyCompletedUnsplit: a Verify job that fits in one chunk and
+// differs reports its whole length as compared (Completed), as a longer
+// job does; before, the one chunk of an unsplit job was never counted
+// and Completed was 0.
+func TestVerifyCompletedUnsplit(t *testing.T) {
+	for _, n := range []int64{64 << 10, 4 << 20} {
+		c := newClient(t, nil)
+		a, b := make([]byte, n), make([]byte, n)
+		b[100] = 1
+		res := runVerify(t, c, context.Background(), a, []device.Device{device.NewMemFrom(b)}, 0)
+		var je *kcopyd.JobError
+		if !errors.As(res, &je) || !errors.Is(res, kcopyd.ErrMismatch) || je.Completed != n {
+			t.Fatalf("%d bytes differing at byte 100: %v; want ErrMismatch with Completed %d", n, res, n)
+		}
+	}
+}
