@@ -20,7 +20,7 @@ var importRules = map[string][]string{
 	"M":                           {"M/device", "M/internal/bufpool", "M/internal/dmio", "M/internal/invariants", "M/internal/throttle"},
 	"M/bench/cmd/regionloop":      {"golang.org/x/sys/unix"},
 	"M/clone":                     {"M", "M/device"},
-	"M/cmd/kcopyd":                {"M", "M/clone", "M/mapfile", "M/device", "M/device/blockdev", "M/device/nbd", "M/device/nbd/nbdserver", "github.com/spf13/", "github.com/vbauerster/mpb/", "golang.org/x/sys/unix"},
+	"M/cmd/kcopyd":                {"M", "M/clone", "M/mapfile", "M/device", "M/device/blockdev", "M/device/nbd", "M/device/nbd/nbdserver", "M/location", "github.com/spf13/", "github.com/vbauerster/mpb/", "golang.org/x/sys/unix"},
 	"M/device":                    {"golang.org/x/sys/unix"},
 	"M/device/blockdev":           {"M/device", "golang.org/x/sys/unix"},
 	"M/device/blockdev/looptest":  {"golang.org/x/sys/unix"},
@@ -36,6 +36,7 @@ var importRules = map[string][]string{
 	"M/internal/invariants":       {},
 	"M/internal/testutil":         {"M/device", "M/device/devicetest", "go.uber.org/goleak"},
 	"M/internal/throttle":         {},
+	"M/location":                  {"M/device", "M/device/blockdev", "M/device/nbd", "golang.org/x/sys/unix"},
 	"M/mapfile":                   {},
 }
 
