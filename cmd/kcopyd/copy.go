@@ -9,6 +9,7 @@ import (
 
 	"github.com/kcopyd/kcopyd"
 	"github.com/kcopyd/kcopyd/device"
+	loc "github.com/kcopyd/kcopyd/location"
 )
 
 const copyLong = `Copy a region of SOURCE to every DEST (1 to 8). Each chunk of the source is
@@ -103,10 +104,10 @@ func runCopy(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 		// --offset at the end of a non-empty source without --length is
 		// taken as a mistake.
 		off := o.offset.n
-		if off > src.size || off == src.size && src.size > 0 && !o.length.set {
-			return w.fail(inputError(fmt.Errorf("--offset %d is at or beyond the end of the source %s (%d bytes): give an --offset below %d", off, src.spec, src.size, src.size)))
+		if off > src.Size || off == src.Size && src.Size > 0 && !o.length.set {
+			return w.fail(inputError(fmt.Errorf("--offset %d is at or beyond the end of the source %s (%d bytes): give an --offset below %d", off, src.Spec, src.Size, src.Size)))
 		}
-		length := src.size - off
+		length := src.Size - off
 		if o.length.set {
 			length = o.length.n
 		}
@@ -121,8 +122,8 @@ func runCopy(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 	w.regions = regions
 	var needed, total int64
 	for _, rg := range regions {
-		if rg.len > src.size-rg.src { // rg.srcEnd() > src.size, without overflow
-			return w.fail(inputError(fmt.Errorf("%s: source range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.src, rg.len, rg.srcEnd(), src.spec, src.size)))
+		if rg.len > src.Size-rg.src { // rg.srcEnd() > src.Size, without overflow
+			return w.fail(inputError(fmt.Errorf("%s: source range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.src, rg.len, rg.srcEnd(), src.Spec, src.Size)))
 		}
 		needed = max(needed, rg.destEnd())
 		total += rg.len
@@ -132,15 +133,15 @@ func runCopy(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 	var toCreate, toGrow []*location
 	for _, l := range locs {
 		switch {
-		case l.kind == locFile && !l.exists:
+		case l.Kind == locFile && !l.Exists:
 			if !o.create {
-				return w.fail(inputError(fmt.Errorf("destination %s does not exist (use --create to create it)", l.spec)))
+				return w.fail(inputError(fmt.Errorf("destination %s does not exist (use --create to create it)", l.Spec)))
 			}
 			toCreate = append(toCreate, l)
 			continue
-		case l.kind == locFile && l.size < needed:
+		case l.Kind == locFile && l.Size < needed:
 			if !o.create {
-				return w.fail(inputError(fmt.Errorf("destination %s is %d bytes, but the region ends at %d, beyond the end of the file (use --create to extend it)", l.spec, l.size, needed)))
+				return w.fail(inputError(fmt.Errorf("destination %s is %d bytes, but the region ends at %d, beyond the end of the file (use --create to extend it)", l.Spec, l.Size, needed)))
 			}
 			toGrow = append(toGrow, l)
 			continue
@@ -148,8 +149,8 @@ func runCopy(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 		if err := w.openForWrite(ctx, l); err != nil {
 			return w.fail(inputError(fmt.Errorf("destination %w", err)))
 		}
-		if l.size < needed {
-			return w.fail(inputError(fmt.Errorf("destination %s is %d bytes, but the region ends at %d", l.spec, l.size, needed)))
+		if l.Size < needed {
+			return w.fail(inputError(fmt.Errorf("destination %s is %d bytes, but the region ends at %d", l.Spec, l.Size, needed)))
 		}
 	}
 	if err := checkOpenedDuplicates(locs); err != nil {
@@ -179,12 +180,12 @@ func runCopy(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 	// Create and extend files last: these are the first changes, and they
 	// are undone if anything below fails.
 	for _, l := range toCreate {
-		if err := l.create(needed, openMode{write: true, direct: o.direct}); err != nil {
+		if err := l.Create(needed, openMode{write: true, direct: o.direct}.options()); err != nil {
 			return w.fail(inputError(fmt.Errorf("destination %w", err)))
 		}
 	}
 	for _, l := range toGrow {
-		if err := l.grow(needed, openMode{write: true, direct: o.direct}); err != nil {
+		if err := l.Grow(needed, openMode{write: true, direct: o.direct}.options()); err != nil {
 			return w.fail(inputError(fmt.Errorf("destination %w", err)))
 		}
 	}
@@ -196,13 +197,13 @@ func runCopy(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 	}
 
 	dests := make([]*dest, len(locs))
-	devAlign := maxAlign(src.dev)
+	devAlign := maxAlign(src.Dev)
 	for i, l := range locs {
 		dests[i] = &dest{loc: l, zeroFrom: knownZeroFrom(l, o.destIsZero)}
-		devAlign = max(devAlign, maxAlign(l.dev))
+		devAlign = max(devAlign, maxAlign(l.Dev))
 	}
 	plan := &planner{kind: segCopy, regions: regions, dests: dests, align: devAlign}
-	if ext, ok := src.dev.(device.Extenter); ok && !o.noSparse {
+	if ext, ok := src.Dev.(device.Extenter); ok && !o.noSparse {
 		plan.ext = ext
 	}
 	if err := w.setupMap(src, dests); err != nil {
@@ -220,17 +221,17 @@ func runCopy(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 // checkAliases, destinations that are the source, or each other, under
 // another name, at overlapping ranges.
 func checkRegionOverlaps(regions []region, src *location, locs []*location) error {
-	var dst []lineRange
+	var dst []loc.Range
 	for _, rg := range regions {
 		if rg.len > 0 {
-			dst = append(dst, lineRange{rg.dest, rg.len, rg.line})
+			dst = append(dst, loc.Range{Off: rg.dest, Len: rg.len, Line: rg.line})
 		}
 	}
-	if x, y, ok := firstOverlap(dst, dst, true); ok {
-		if x.line > y.line {
+	if x, y, ok := loc.FirstSelfOverlap(dst); ok {
+		if x.Line > y.Line {
 			x, y = y, x
 		}
-		return fmt.Errorf("regions lines %d and %d write overlapping destination ranges [%d, +%d) and [%d, +%d); nothing was written: every destination byte may be written by one line only", x.line, y.line, x.off, x.len, y.off, y.len)
+		return fmt.Errorf("regions lines %d and %d write overlapping destination ranges [%d, +%d) and [%d, +%d); nothing was written: every destination byte may be written by one line only", x.Line, y.Line, x.Off, x.Len, y.Off, y.Len)
 	}
 	return checkAliases(regions, src, locs)
 }
@@ -246,14 +247,14 @@ func checkJobs(client *kcopyd.Client, regions []region, src *location, locs []*l
 		var dests []kcopyd.Region
 		for i, l := range locs {
 			if rg.has(i) {
-				dests = append(dests, kcopyd.Region{Dev: l.dev, Off: rg.dest, Len: rg.len})
+				dests = append(dests, kcopyd.Region{Dev: l.Dev, Off: rg.dest, Len: rg.len})
 			}
 		}
 		var err error
 		if src == nil {
 			err = client.CheckZero(dests, 0)
 		} else {
-			err = client.CheckCopy(kcopyd.Region{Dev: src.dev, Off: rg.src, Len: rg.len}, dests, 0)
+			err = client.CheckCopy(kcopyd.Region{Dev: src.Dev, Off: rg.src, Len: rg.len}, dests, 0)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", rg.where(), err)

@@ -259,7 +259,7 @@ func (r *engineRun) awaited(inflight []*task) string {
 	for _, t := range inflight {
 		reading = reading || t.seg.kind == segCopy
 		for _, i := range t.dests {
-			if s := r.dests[i].loc.spec; !slices.Contains(writing, s) {
+			if s := r.dests[i].loc.Spec; !slices.Contains(writing, s) {
 				writing = append(writing, s)
 			}
 		}
@@ -326,7 +326,7 @@ func (r *engineRun) submit(ctx context.Context, t *task, done chan<- *task) erro
 	regs := make([]kcopyd.Region, len(t.dests))
 	allZero := true
 	for k, i := range t.dests {
-		regs[k] = kcopyd.Region{Dev: r.dests[i].loc.dev, Off: seg.dest + t.off, Len: length}
+		regs[k] = kcopyd.Region{Dev: r.dests[i].loc.Dev, Off: seg.dest + t.off, Len: length}
 		if r.dests[i].zeroFrom > seg.dest+t.off {
 			allZero = false
 		}
@@ -609,13 +609,13 @@ func (r *engineRun) flushErr() error {
 	var errs []error
 	for i, d := range r.dests {
 		if d.flushFailed {
-			errs = append(errs, fmt.Errorf("%s: an earlier flush failed", d.loc.spec))
+			errs = append(errs, fmt.Errorf("%s: an earlier flush failed", d.loc.Spec))
 			continue
 		}
-		if f, ok := d.loc.dev.(device.Flusher); ok {
+		if f, ok := d.loc.Dev.(device.Flusher); ok {
 			if err := f.Flush(); err != nil {
 				d.flushFailed = true
-				errs = append(errs, fmt.Errorf("%s: %w", d.loc.spec, err))
+				errs = append(errs, fmt.Errorf("%s: %w", d.loc.Spec, err))
 				d.errs = append(d.errs, fmt.Errorf("flush: %w", err))
 				if !d.dropped {
 					d.dropped = true
@@ -630,10 +630,10 @@ func (r *engineRun) flushErr() error {
 // knownZeroFrom returns the dest's zeroFrom for a location.
 func knownZeroFrom(l *location, destIsZero bool) int64 {
 	switch {
-	case destIsZero || l.created:
+	case destIsZero || l.Created:
 		return 0
-	case l.grown:
-		return l.size
+	case l.Grown:
+		return l.Size
 	}
 	return math.MaxInt64
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -70,13 +69,13 @@ func (w *writeRun) closeAll(undo bool) []error {
 	}
 	for i, l := range w.locs {
 		if undo {
-			errs[i] = l.undo()
+			errs[i] = l.Undo()
 		} else {
-			errs[i] = l.close()
+			errs[i] = l.Close()
 		}
 	}
 	if w.src != nil {
-		w.src.close()
+		w.src.Close()
 	}
 	return errs
 }
@@ -91,7 +90,7 @@ func (w *writeRun) report(code int, err error) error {
 		w.rep.Error = errPtr(err)
 		if len(w.rep.Destinations) == 0 {
 			for _, l := range w.locs {
-				w.rep.Destinations = append(w.rep.Destinations, jsonDest{Location: l.spec, FailedRanges: [][2]int64{}})
+				w.rep.Destinations = append(w.rep.Destinations, jsonDest{Location: l.Spec, FailedRanges: [][2]int64{}})
 			}
 		}
 		w.rep.write(w.e.stdout)
@@ -121,8 +120,8 @@ func inspectDests(specs []string) ([]*location, error) {
 			return nil, inputError(fmt.Errorf("destination %w", err))
 		}
 		for _, o := range locs[:i] {
-			if o.key != "" && o.key == l.key {
-				return nil, inputError(fmt.Errorf("destination %s is given twice (also as %s)", s, o.spec))
+			if o.Key() != "" && o.Key() == l.Key() {
+				return nil, inputError(fmt.Errorf("destination %s is given twice (also as %s)", s, o.Spec))
 			}
 		}
 		locs[i] = l
@@ -134,13 +133,13 @@ func inspectDests(specs []string) ([]*location, error) {
 // have no stat key) with each other and with the source.
 func checkOpenedDuplicates(locs []*location) error {
 	for i, l := range locs {
-		if l.dev == nil || l.key != "" {
+		if l.Dev == nil || l.Key() != "" {
 			continue
 		}
-		id := device.IdentityOf(l.dev)
+		id := device.IdentityOf(l.Dev)
 		for _, o := range locs[:i] {
-			if o.dev != nil && o.key == "" && device.IdentityOf(o.dev) == id {
-				return fmt.Errorf("destination %s is given twice (also as %s)", l.spec, o.spec)
+			if o.Dev != nil && o.Key() == "" && device.IdentityOf(o.Dev) == id {
+				return fmt.Errorf("destination %s is given twice (also as %s)", l.Spec, o.Spec)
 			}
 		}
 	}
@@ -149,9 +148,9 @@ func checkOpenedDuplicates(locs []*location) error {
 
 // openForWrite opens every existing destination for writing.
 func (w *writeRun) openForWrite(ctx context.Context, l *location) error {
-	err := l.open(ctx, openMode{write: true, direct: w.o.direct, force: w.o.force, nbd: &w.o.nbd, keepAllocation: w.verb == "zero" && !w.o.punchHoles})
-	if err == nil && l.forced {
-		fmt.Fprintf(w.e.stderr, "kcopyd: warning: %s is in use; writing to it anyway (--force)\n", l.spec)
+	err := openLocation(ctx, l, openMode{write: true, direct: w.o.direct, force: w.o.force, nbd: &w.o.nbd, keepAllocation: w.verb == "zero" && !w.o.punchHoles})
+	if err == nil && l.Forced {
+		fmt.Fprintf(w.e.stderr, "kcopyd: warning: %s is in use; writing to it anyway (--force)\n", l.Spec)
 	}
 	w.warnNotes(l)
 	return err
@@ -185,10 +184,10 @@ func (w *writeRun) openSource(ctx context.Context, cmd *cobra.Command, args []st
 	if err != nil {
 		return nil, nil, nil, w.fail(inputError(fmt.Errorf("source %w", err)))
 	}
-	if !src.exists {
-		return nil, nil, nil, w.fail(inputError(fmt.Errorf("source %s does not exist", src.spec)))
+	if !src.Exists {
+		return nil, nil, nil, w.fail(inputError(fmt.Errorf("source %s does not exist", src.Spec)))
 	}
-	if err := src.open(ctx, openMode{direct: o.direct, nbd: &o.nbd}); err != nil {
+	if err := openLocation(ctx, src, openMode{direct: o.direct, nbd: &o.nbd}); err != nil {
 		return nil, nil, nil, w.fail(inputError(fmt.Errorf("source: %w", err)))
 	}
 	w.src = src
@@ -197,8 +196,8 @@ func (w *writeRun) openSource(ctx context.Context, cmd *cobra.Command, args []st
 }
 
 func (w *writeRun) warnNotes(l *location) {
-	for _, n := range l.notes {
-		msg := l.spec + ": " + n
+	for _, n := range l.Notes {
+		msg := l.Spec + ": " + n
 		w.rep.Warnings = append(w.rep.Warnings, msg)
 		if !w.o.quiet {
 			fmt.Fprintf(w.e.stderr, "kcopyd: warning: %s\n", msg)
@@ -211,7 +210,7 @@ func (w *writeRun) warnNotes(l *location) {
 // alignment). A region may end unaligned exactly at a device's end.
 func checkAlignment(regions []region, src *location, locs []*location, direct bool) error {
 	check := func(l *location, off, length int64, what string, rg region) error {
-		a := int64(device.LimitsOf(l.dev).OffsetAlign)
+		a := int64(device.LimitsOf(l.Dev).OffsetAlign)
 		if a <= 1 {
 			return nil
 		}
@@ -220,10 +219,10 @@ func checkAlignment(regions []region, src *location, locs []*location, direct bo
 			hint = " under --direct"
 		}
 		if off%a != 0 {
-			return fmt.Errorf("%s: %s %d is not a multiple of %d bytes, as %s requires%s", rg.where(), what, off, a, l.spec, hint)
+			return fmt.Errorf("%s: %s %d is not a multiple of %d bytes, as %s requires%s", rg.where(), what, off, a, l.Spec, hint)
 		}
-		if length%a != 0 && off+length != l.dev.Size() {
-			return fmt.Errorf("%s: length %d is not a multiple of %d bytes, as %s requires%s", rg.where(), length, a, l.spec, hint)
+		if length%a != 0 && off+length != l.Dev.Size() {
+			return fmt.Errorf("%s: length %d is not a multiple of %d bytes, as %s requires%s", rg.where(), length, a, l.Spec, hint)
 		}
 		return nil
 	}
@@ -256,74 +255,11 @@ func maxAlign(devs ...device.Device) int64 {
 	return a
 }
 
-// rangeOverlap reports a pair of overlapping ranges among a and b, both
-// given as (off, len, line), or ok false.
-type lineRange struct {
-	off, len int64
-	line     int
-}
-
-// firstOverlap returns two overlapping ranges, one from a and one from b,
-// or ok false. When a and b are the same slice, a range is not compared
-// with itself.
-func firstOverlap(a, b []lineRange, same bool) (x, y lineRange, ok bool) {
-	type ev struct {
-		r    lineRange
-		from int // 0: a, 1: b
-		idx  int
-	}
-	var evs []ev
-	for i, r := range a {
-		evs = append(evs, ev{r, 0, i})
-	}
-	if !same {
-		for i, r := range b {
-			evs = append(evs, ev{r, 1, i})
-		}
-	}
-	slices.SortFunc(evs, func(p, q ev) int {
-		switch {
-		case p.r.off < q.r.off:
-			return -1
-		case p.r.off > q.r.off:
-			return 1
-		}
-		return p.from - q.from
-	})
-	// Sweep keeping, per side, the range reaching furthest so far.
-	var far [2]*ev
-	for i := range evs {
-		e := &evs[i]
-		other := 1 - e.from
-		if same {
-			other = 0
-		}
-		if f := far[other]; f != nil && f.r.off+f.r.len > e.r.off {
-			if e.from == 0 && !same {
-				return e.r, f.r, true
-			}
-			return f.r, e.r, true
-		}
-		if f := far[e.from]; f == nil || e.r.off+e.r.len > f.r.off+f.r.len {
-			far[e.from] = e
-		}
-	}
-	return lineRange{}, lineRange{}, false
-}
-
-// lineName names a regions line for messages.
-func lineName(line int) string {
-	if line == 0 {
-		return "the region"
-	}
-	return fmt.Sprintf("regions line %d", line)
-}
-
 // destNames returns the destination arguments.
 func destNames(locs []*location) []string {
 	out := make([]string, len(locs))
 	for i, l := range locs {
-		out[i] = l.spec
+		out[i] = l.Spec
 	}
 	return out
 }
@@ -360,7 +296,7 @@ func (w *writeRun) execute(ctx context.Context, client *kcopyd.Client, th *kcopy
 	}
 	var srcDev device.Device
 	if w.src != nil {
-		srcDev = w.src.dev
+		srcDev = w.src.Dev
 	}
 	prog := newProgress(progressConfig{out: w.e.stderr, quiet: o.quiet, verb: w.verb, total: total, names: destNames(w.locs), interval: o.progressInterval})
 	msgs := io.Writer(w.e.stderr)
@@ -451,7 +387,7 @@ func (w *writeRun) verifyDests(ctx context.Context, dests []*dest, prog progress
 	var idx []int
 	for i, d := range dests {
 		if !d.failed() {
-			devs = append(devs, d.loc.dev)
+			devs = append(devs, d.loc.Dev)
 			idx = append(idx, i)
 		}
 	}
@@ -460,7 +396,7 @@ func (w *writeRun) verifyDests(ctx context.Context, dests []*dest, prog progress
 	}
 	var src device.Device
 	if w.src != nil {
-		src = w.src.dev
+		src = w.src.Dev
 	}
 	res, srcErr, stopped := compareRegions(ctx, src, devs, idx, w.regions, w.chunkSize(), w.o.jobs, nil, w.giveUp)
 	for k, i := range idx {
@@ -503,16 +439,16 @@ func (w *writeRun) conclude(r *engineRun, dests []*dest, total int64, v verifyOu
 	var failed, ok []string
 	mismatch := false
 	for i, d := range dests {
-		jd := jsonDest{Location: d.loc.spec, FailedRanges: rangePairs(d.ranges)}
+		jd := jsonDest{Location: d.loc.Spec, FailedRanges: rangePairs(d.ranges)}
 		w.reportDest(r, i, &jd)
 		if d.failed() {
 			jd.Error = errPtr(errors.Join(d.errs...))
-			failed = append(failed, d.loc.spec)
+			failed = append(failed, d.loc.Spec)
 			for _, err := range d.errs {
-				fmt.Fprintf(out, "kcopyd: write error on %s: %v\n", d.loc.spec, err)
+				fmt.Fprintf(out, "kcopyd: write error on %s: %v\n", d.loc.Spec, err)
 			}
 		} else {
-			ok = append(ok, d.loc.spec)
+			ok = append(ok, d.loc.Spec)
 		}
 		if v.ran && w.reportVerify(d, v, &jd) {
 			mismatch = true
@@ -551,9 +487,9 @@ func (w *writeRun) conclude(r *engineRun, dests []*dest, total int64, v verifyOu
 	case r.readErr != nil:
 		code = exitReadError
 		if o.ignoreErrors {
-			err = fmt.Errorf("read error on %s (unreadable ranges were written as zeroes, see failed_ranges under --json): %w", w.src.spec, r.readErr)
+			err = fmt.Errorf("read error on %s (unreadable ranges were written as zeroes, see failed_ranges under --json): %w", w.src.Spec, r.readErr)
 		} else {
-			err = fmt.Errorf("read error on %s: %w", w.src.spec, r.readErr)
+			err = fmt.Errorf("read error on %s: %w", w.src.Spec, r.readErr)
 		}
 	case len(failed) > 0:
 		code = exitWriteError
@@ -564,7 +500,7 @@ func (w *writeRun) conclude(r *engineRun, dests []*dest, total int64, v verifyOu
 		}
 	case v.srcErr != nil:
 		code = exitReadError
-		err = fmt.Errorf("verify: read error on %s: %w", w.src.spec, v.srcErr)
+		err = fmt.Errorf("verify: read error on %s: %w", w.src.Spec, v.srcErr)
 	case v.ran && anyVerifyReadError(dests):
 		code = exitReadError
 		err = errors.New("verify: a destination could not be read back")
@@ -612,11 +548,11 @@ func (w *writeRun) reportVerify(d *dest, v verifyOutcome, jd *jsonDest) (differs
 	}
 	switch {
 	case c.err != nil:
-		fmt.Fprintf(out, "kcopyd: verify: cannot read %s: %v\n", d.loc.spec, c.err)
+		fmt.Fprintf(out, "kcopyd: verify: cannot read %s: %v\n", d.loc.Spec, c.err)
 	case c.first >= 0:
 		first, n := c.first, c.chunks
 		jd.FirstDifference, jd.DifferingChunks = &first, &n
-		fmt.Fprintf(out, "kcopyd: verify: %s differs: first differing byte at offset %d (%s)\n", d.loc.spec, c.first, chunksText(c.chunks, w.chunkSize(), v.stopped))
+		fmt.Fprintf(out, "kcopyd: verify: %s differs: first differing byte at offset %d (%s)\n", d.loc.Spec, c.first, chunksText(c.chunks, w.chunkSize(), v.stopped))
 		return true
 	}
 	return false
@@ -649,10 +585,10 @@ func (w *writeRun) printResume(out io.Writer, prefixes []int64, dest *dest) {
 	}
 	who, args, what := "every destination", "...", "to resume"
 	if dest != nil {
-		who, what = dest.loc.spec, "to finish "+dest.loc.spec
-		args = dest.loc.spec
+		who, what = dest.loc.Spec, "to finish "+dest.loc.Spec
+		args = dest.loc.Spec
 		if w.src != nil {
-			args = w.src.spec + " " + args
+			args = w.src.Spec + " " + args
 		}
 	}
 	if w.o.regionsFile == "" && len(w.regions) == 1 {
@@ -724,8 +660,8 @@ func (w *writeRun) reportDest(r *engineRun, i int, jd *jsonDest) {
 func (o *options) sequentialFor(dests []*dest, stderr io.Writer) error {
 	var zoned []string
 	for _, d := range dests {
-		if device.LimitsOf(d.loc.dev).Zoned == device.ZoneHostManaged {
-			zoned = append(zoned, d.loc.spec)
+		if device.LimitsOf(d.loc.Dev).Zoned == device.ZoneHostManaged {
+			zoned = append(zoned, d.loc.Spec)
 			d.zeroFrom = math.MaxInt64
 		}
 	}

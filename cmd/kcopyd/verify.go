@@ -9,7 +9,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/spf13/cobra"
 
@@ -65,20 +64,20 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 		return err
 	}
 	for _, l := range locs {
-		if !l.exists {
-			return w.fail(inputError(fmt.Errorf("destination %s does not exist", l.spec)))
+		if !l.Exists {
+			return w.fail(inputError(fmt.Errorf("destination %s does not exist", l.Spec)))
 		}
-		if err := l.open(ctx, openMode{direct: o.direct, nbd: &o.nbd}); err != nil {
+		if err := openLocation(ctx, l, openMode{direct: o.direct, nbd: &o.nbd}); err != nil {
 			return w.fail(inputError(fmt.Errorf("destination %w", err)))
 		}
 		w.warnNotes(l)
 	}
 	if regions == nil {
 		off := o.offset.n
-		if off >= src.size {
-			return w.fail(inputError(fmt.Errorf("--offset %d is at or beyond the end of the source %s (%d bytes)", off, src.spec, src.size)))
+		if off >= src.Size {
+			return w.fail(inputError(fmt.Errorf("--offset %d is at or beyond the end of the source %s (%d bytes)", off, src.Spec, src.Size)))
 		}
-		length := src.size - off
+		length := src.Size - off
 		if o.length.set {
 			length = o.length.n
 		}
@@ -87,12 +86,12 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 	w.regions = regions
 	var total int64
 	for _, rg := range regions {
-		if rg.srcEnd() > src.size {
-			return w.fail(inputError(fmt.Errorf("%s: source range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.src, rg.len, rg.srcEnd(), src.spec, src.size)))
+		if rg.srcEnd() > src.Size {
+			return w.fail(inputError(fmt.Errorf("%s: source range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.src, rg.len, rg.srcEnd(), src.Spec, src.Size)))
 		}
 		for _, l := range locs {
-			if rg.destEnd() > l.size {
-				return w.fail(inputError(fmt.Errorf("%s: destination range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.dest, rg.len, rg.destEnd(), l.spec, l.size)))
+			if rg.destEnd() > l.Size {
+				return w.fail(inputError(fmt.Errorf("%s: destination range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.dest, rg.len, rg.destEnd(), l.Spec, l.Size)))
 			}
 		}
 		total += rg.len
@@ -104,7 +103,7 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 	devs := make([]device.Device, len(locs))
 	idx := make([]int, len(locs))
 	for i, l := range locs {
-		devs[i], idx[i] = l.dev, i
+		devs[i], idx[i] = l.Dev, i
 	}
 	prog := newProgress(progressConfig{out: e.stderr, quiet: o.quiet, verb: "verify", total: total, interval: o.progressInterval})
 	var counter atomic.Int64
@@ -124,7 +123,7 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 			}
 		}
 	}()
-	res, srcErr, stopped := compareRegions(ctx, src.dev, devs, idx, regions, o.subJobSize.n, o.jobs, &counter, w.giveUp)
+	res, srcErr, stopped := compareRegions(ctx, src.Dev, devs, idx, regions, o.subJobSize.n, o.jobs, &counter, w.giveUp)
 	close(stopTick)
 	<-tickDone
 	prog.stop()
@@ -135,12 +134,12 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 	differ, readErr := false, srcErr != nil
 	for i, l := range locs {
 		c := res[i]
-		jd := jsonDest{Location: l.spec, FailedRanges: [][2]int64{}}
+		jd := jsonDest{Location: l.Spec, FailedRanges: [][2]int64{}}
 		switch {
 		case c.err != nil:
 			readErr = true
 			jd.Error = errPtr(c.err)
-			fmt.Fprintf(e.stderr, "kcopyd: verify: cannot read %s: %v\n", l.spec, c.err)
+			fmt.Fprintf(e.stderr, "kcopyd: verify: cannot read %s: %v\n", l.Spec, c.err)
 		case c.first >= 0:
 			differ = true
 			f, n := c.first, c.chunks
@@ -148,13 +147,13 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 			id := false
 			jd.Identical = &id
 			if !o.json {
-				fmt.Fprintf(e.stdout, "%s: differs: first differing byte at offset %d; %s\n", l.spec, c.first, chunksText(c.chunks, o.subJobSize.n, stopped))
+				fmt.Fprintf(e.stdout, "%s: differs: first differing byte at offset %d; %s\n", l.Spec, c.first, chunksText(c.chunks, o.subJobSize.n, stopped))
 			}
 		case srcErr == nil && !stopped:
 			id := true
 			jd.Identical = &id
 			if !o.json {
-				fmt.Fprintf(e.stdout, "%s: identical%s\n", l.spec, uncompared[i])
+				fmt.Fprintf(e.stdout, "%s: identical%s\n", l.Spec, uncompared[i])
 			}
 		}
 		w.rep.Destinations = append(w.rep.Destinations, jd)
@@ -167,7 +166,7 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 		w.rep.ReadError = true
 		if srcErr != nil {
 			w.rep.ReadMessage = errPtr(srcErr)
-			return w.report(exitReadError, fmt.Errorf("read error on %s: %w", src.spec, srcErr))
+			return w.report(exitReadError, fmt.Errorf("read error on %s: %w", src.Spec, srcErr))
 		}
 		return w.report(exitReadError, errors.New("a destination could not be read"))
 	case differ:
@@ -195,9 +194,9 @@ func (w *writeRun) uncomparedTails(regions []region, locs []*location, explicit 
 	}
 	end := regions[0].destEnd()
 	for i, l := range locs {
-		if extra := l.size - end; extra > 0 {
+		if extra := l.Size - end; extra > 0 {
 			out[i] = fmt.Sprintf(" over the source's %d bytes; its last %d bytes, past the end of the source, were not compared", regions[0].len, extra)
-			w.rep.Warnings = append(w.rep.Warnings, fmt.Sprintf("%s is %d bytes longer than the source: its last %d bytes were not compared", l.spec, extra, extra))
+			w.rep.Warnings = append(w.rep.Warnings, fmt.Sprintf("%s is %d bytes longer than the source: its last %d bytes were not compared", l.Spec, extra, extra))
 		}
 	}
 	return out
@@ -248,8 +247,8 @@ func compareRegions(ctx context.Context, src device.Device, devs []device.Device
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sbuf := alignedBuffer(int(chunk))
-			dbuf := alignedBuffer(int(chunk))
+			sbuf := device.AlignedBuf(int(chunk), maxMemAlign)
+			dbuf := device.AlignedBuf(int(chunk), maxMemAlign)
 			for it := range items {
 				n := min(chunk, it.rg.len-it.off)
 				s := sbuf[:n]
@@ -282,7 +281,7 @@ func compareRegions(ctx context.Context, src device.Device, devs []device.Device
 							r.err = err
 						}
 					} else {
-						at := doff + int64(firstDiff(s, b))
+						at := doff + int64(device.FirstDiff(s, b))
 						if r.first < 0 || at < r.first {
 							r.first = at
 						}
@@ -343,33 +342,9 @@ func readFull(d device.Device, p []byte, off int64) error {
 	return fmt.Errorf("reading %s at %d: %w", device.Name(d), off, err)
 }
 
-// firstDiff returns the index of the first byte where a and b differ.
-func firstDiff(a, b []byte) int {
-	const step = 4096
-	for i := 0; i < len(a); i += step {
-		j := min(i+step, len(a))
-		if !bytes.Equal(a[i:j], b[i:j]) {
-			for k := i; k < j; k++ {
-				if a[k] != b[k] {
-					return k
-				}
-			}
-		}
-	}
-	return len(a)
-}
-
-// alignedBuffer returns n bytes whose address is a multiple of 4096, the
-// largest MemAlign a device may ask for.
-func alignedBuffer(n int) []byte {
-	const align = 4096
-	b := make([]byte, n+align)
-	skip := 0
-	if r := int(uintptr(unsafe.Pointer(unsafe.SliceData(b))) % align); r != 0 {
-		skip = align - r
-	}
-	return b[skip : skip+n : skip+n]
-}
+// maxMemAlign is the largest device.Limits.MemAlign a device may ask for,
+// the alignment of the comparison buffers.
+const maxMemAlign = 4096
 
 // chunksText says how many chunks of size bytes differ; partial says the
 // comparison was interrupted, so that n is a lower bound.

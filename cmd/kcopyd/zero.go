@@ -82,8 +82,8 @@ func runZero(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 	}
 	w.locs = locs
 	for _, l := range locs {
-		if !l.exists {
-			return w.fail(inputError(fmt.Errorf("destination %s does not exist", l.spec)))
+		if !l.Exists {
+			return w.fail(inputError(fmt.Errorf("destination %s does not exist", l.Spec)))
 		}
 		if err := w.openForWrite(ctx, l); err != nil {
 			return w.fail(inputError(fmt.Errorf("destination %w", err)))
@@ -106,13 +106,13 @@ func runZero(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 			bySize := map[int64][]int{}
 			var sizes []int64
 			for i, l := range locs {
-				if off > l.size || off == l.size && l.size > 0 {
-					return w.fail(inputError(fmt.Errorf("--offset %d is at or beyond the end of %s (%d bytes)", off, l.spec, l.size)))
+				if off > l.Size || off == l.Size && l.Size > 0 {
+					return w.fail(inputError(fmt.Errorf("--offset %d is at or beyond the end of %s (%d bytes)", off, l.Spec, l.Size)))
 				}
-				if _, ok := bySize[l.size]; !ok {
-					sizes = append(sizes, l.size)
+				if _, ok := bySize[l.Size]; !ok {
+					sizes = append(sizes, l.Size)
 				}
-				bySize[l.size] = append(bySize[l.size], i)
+				bySize[l.Size] = append(bySize[l.Size], i)
 			}
 			slices.Sort(sizes)
 			for _, sz := range sizes {
@@ -128,8 +128,8 @@ func runZero(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 	var total int64
 	for _, rg := range regions {
 		for i, l := range locs {
-			if rg.has(i) && rg.len > l.size-rg.dest { // rg.destEnd() > l.size, without overflow
-				return w.fail(inputError(fmt.Errorf("%s: range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.dest, rg.len, rg.destEnd(), l.spec, l.size)))
+			if rg.has(i) && rg.len > l.Size-rg.dest { // rg.destEnd() > l.Size, without overflow
+				return w.fail(inputError(fmt.Errorf("%s: range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.dest, rg.len, rg.destEnd(), l.Spec, l.Size)))
 			}
 		}
 		total += rg.len
