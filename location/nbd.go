@@ -36,10 +36,12 @@ type connectTimeoutError struct {
 	err     error
 }
 
+// Error implements error.
 func (e *connectTimeoutError) Error() string {
 	return fmt.Sprintf("no answer within %s (%v): %v", e.name, e.timeout, e.err)
 }
 
+// Unwrap returns ErrConnectTimeout and the client's error.
 func (e *connectTimeoutError) Unwrap() []error { return []error{ErrConnectTimeout, e.err} }
 
 // explained is an error whose message says all there is to say about err,
@@ -49,7 +51,10 @@ type explained struct {
 	err error
 }
 
+// Error implements error.
 func (e *explained) Error() string { return e.msg }
+
+// Unwrap returns the error explained.
 func (e *explained) Unwrap() error { return e.err }
 
 // openURL opens a URL location and returns the remarks the client made
