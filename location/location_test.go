@@ -19,18 +19,12 @@ import (
 	"github.com/kcopyd/kcopyd/device/devicetest"
 	"github.com/kcopyd/kcopyd/device/nbd"
 	"github.com/kcopyd/kcopyd/device/nbd/nbdtest"
+	"github.com/kcopyd/kcopyd/internal/testutil"
 	"github.com/kcopyd/kcopyd/location"
 )
 
 // writeFile writes b to a new file name in dir and returns its path.
-func writeFile(t testing.TB, dir, name string, b []byte) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
+var writeFile = testutil.WriteFile
 
 // snapshot returns the sizes and contents' hashes of paths, to compare
 // before and after a refusal.

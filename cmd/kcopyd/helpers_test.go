@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -48,11 +47,7 @@ var firstDiff = device.FirstDiff
 // writeFile writes b to a new file name in dir and returns its path.
 func writeFile(t testing.TB, dir, name string, b []byte) string {
 	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return testutil.WriteFile(t, dir, name, b)
 }
 
 // readFile returns the contents of path.

@@ -12,6 +12,8 @@ package testutil
 import (
 	"bytes"
 	"io"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -157,6 +159,17 @@ func EqualRange(tb testing.TB, a device.Device, aoff int64, b device.Device, bof
 		}
 	}
 	return true
+}
+
+// WriteFile writes data to a new file name in dir (0644) and returns its
+// path, failing the test on an error.
+func WriteFile(tb testing.TB, dir, name string, data []byte) string {
+	tb.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	return p
 }
 
 // CheckLeaks fails the test if it leaves goroutines running that were not
