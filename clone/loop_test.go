@@ -50,7 +50,7 @@ func TestLoopDest(t *testing.T) {
 		t.Fatalf("OffsetAlign = %d; want DEST's O_DIRECT alignment", a)
 	}
 	for _, w := range []struct{ off, n int64 }{{4096, 8192}, {3 * rs, 2 * rs}, {10*rs - 4096, 8192}} {
-		p := testutil.AlignedBuf(int(w.n), 4096)
+		p := device.AlignedBuf(int(w.n), 4096)
 		testutil.FillPattern(p, uint64(w.off), w.off)
 		if _, err := c.WriteAt(p, w.off); err != nil {
 			t.Fatalf("WriteAt(%d, %d): %v", w.off, w.n, err)
@@ -136,7 +136,7 @@ func TestLoopDestIdentity(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := testutil.AlignedBuf(rs, 4096)
+		p := device.AlignedBuf(int(rs), 4096)
 		testutil.FillPattern(p, 15, 0)
 		if _, err := c.WriteAt(p, 0); err != nil {
 			t.Fatal(err)

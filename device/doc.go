@@ -62,5 +62,13 @@
 // an NBD server, zoned emulates a zoned device over any other, and faultdev
 // wraps any device to inject failures and latency. devicetest holds the
 // conformance suite every back end passes, and wrappers that make a device
-// awkward on purpose.
+// awkward on purpose. Package location opens a file, block device or NBD
+// URL named by a string, as the kcopyd command does.
+//
+// # Buffers
+//
+// AlignedBuf allocates a buffer whose address meets Limits.MemAlign (for
+// O_DIRECT); it is the one aligned allocator of the module. FirstDiff finds
+// the first differing byte of two buffers, -1 when they are equal, the
+// convention of kcopyd.JobError.FirstDiff.
 package device

@@ -65,7 +65,7 @@ func TestFileDirectLimits(t *testing.T) {
 	}
 	t.Logf("O_DIRECT limits under %s: %+v", os.TempDir(), lim)
 	// A misaligned buffer is refused before any I/O.
-	p := devicetest.AlignedBuf(2*lim.OffsetAlign, 4096)
+	p := device.AlignedBuf(2*lim.OffsetAlign, 4096)
 	if lim.MemAlign > 1 {
 		if n, err := f.ReadAt(p[1:1+lim.OffsetAlign], 0); n != 0 || !errors.Is(err, device.ErrAlignment) {
 			t.Errorf("ReadAt(misaligned buffer, 0) = %d, %v; want 0, ErrAlignment", n, err)
@@ -343,7 +343,7 @@ func TestFileDirectReadOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	p := devicetest.AlignedBuf(3*4096, 4096)
+	p := device.AlignedBuf(3*4096, 4096)
 	n, err := f.ReadAt(p, 0)
 	if n != len(want) || err == nil || !bytes.Equal(p[:n], want) {
 		t.Errorf("ReadAt(%d bytes, 0) = %d, %v, equal %v; want %d, io.EOF, true", len(p), n, err, bytes.Equal(p[:n], want), len(want))
@@ -355,7 +355,7 @@ func TestFileDirectReadOnly(t *testing.T) {
 
 func benchmarkIO(b *testing.B, d device.Device, write bool) {
 	const n = 512 << 10
-	p := devicetest.AlignedBuf(n, 4096)
+	p := device.AlignedBuf(n, 4096)
 	for i := range p {
 		p[i] = byte(i)
 	}

@@ -203,36 +203,37 @@ func (r *cloneRun) open(ctx context.Context, args []string, th *kcopyd.Throttle)
 			err = errors.Join(err, r.undo())
 		}
 	}()
-	if r.dst.kind == locURL {
-		return inputError(fmt.Errorf("%s: DEST must be a file or block device", r.dst.spec))
+	if r.dst.Kind == locURL {
+		return inputError(fmt.Errorf("%s: DEST must be a file or block device", r.dst.Spec))
 	}
-	if err := r.src.open(ctx, openMode{buffered: true, nbd: &o.nbd}); err != nil {
+	// buffered: the clone serves NBD requests of any alignment.
+	if err := openLocation(ctx, r.src, openMode{buffered: true, nbd: &o.nbd}); err != nil {
 		return inputError(err)
 	}
-	if !r.dst.exists && !o.create {
-		return inputError(fmt.Errorf("DEST %s does not exist (--create makes it)", r.dst.spec))
+	if !r.dst.Exists && !o.create {
+		return inputError(fmt.Errorf("DEST %s does not exist (--create makes it)", r.dst.Spec))
 	}
-	if r.dst.identity() == r.src.identity() {
-		return inputError(fmt.Errorf("%s: %w", r.dst.spec, clone.ErrSameDevice))
+	if r.dst.Identity() == r.src.Identity() {
+		return inputError(fmt.Errorf("%s: %w", r.dst.Spec, clone.ErrSameDevice))
 	}
-	if r.dst.exists {
-		err = r.dst.open(ctx, openMode{write: true, buffered: true})
+	if r.dst.Exists {
+		err = openLocation(ctx, r.dst, openMode{write: true, buffered: true})
 	} else {
-		err = r.dst.create(r.src.dev.Size(), openMode{write: true})
+		err = r.dst.Create(r.src.Dev.Size(), openMode{write: true}.options())
 	}
 	if err != nil {
 		return inputError(err)
 	}
-	if r.dst.dev.Size() < r.src.dev.Size() {
-		return inputError(fmt.Errorf("%w: DEST %s has %d bytes, SOURCE %s has %d", clone.ErrDestTooSmall, r.dst.spec, r.dst.dev.Size(), r.src.spec, r.src.dev.Size()))
+	if r.dst.Dev.Size() < r.src.Dev.Size() {
+		return inputError(fmt.Errorf("%w: DEST %s has %d bytes, SOURCE %s has %d", clone.ErrDestTooSmall, r.dst.Spec, r.dst.Dev.Size(), r.src.Spec, r.src.Dev.Size()))
 	}
-	if r.md, r.mdNew, err = clone.OpenMetadataFile(o.metadata, r.src.dev.Size(), o.regionSize.n); err != nil {
+	if r.md, r.mdNew, err = clone.OpenMetadataFile(o.metadata, r.src.Dev.Size(), o.regionSize.n); err != nil {
 		return inputError(fmt.Errorf("--metadata: %w", err))
 	}
 	// The metadata records the devices' identities (file device and
 	// inode, block device number, NBD URI).
 	copts := &clone.Options{RegionSize: o.regionSize.n, BatchSize: o.batchSize, Throttle: th}
-	if r.c, err = clone.Open(r.src.dev, r.dst.dev, r.md, copts); err != nil {
+	if r.c, err = clone.Open(r.src.Dev, r.dst.Dev, r.md, copts); err != nil {
 		return inputError(err)
 	}
 	return nil
@@ -254,7 +255,7 @@ func (r *cloneRun) undo() error {
 	}
 	for _, l := range []*location{r.dst, r.src} {
 		if l != nil {
-			err = errors.Join(err, l.undo())
+			err = errors.Join(err, l.Undo())
 		}
 	}
 	return err
@@ -305,7 +306,7 @@ wait:
 // finish closes the clone and the devices, reports, and returns the exit
 // status.
 func (r *cloneRun) finish(interrupted bool, serveErr error) error {
-	closeErr := errors.Join(r.c.Close(), r.md.Close(), r.dst.close(), r.src.close())
+	closeErr := errors.Join(r.c.Close(), r.md.Close(), r.dst.Close(), r.src.Close())
 	st := r.c.Status()
 	if !r.o.quiet {
 		fmt.Fprintln(r.e.stderr, "kcopyd: clone: "+statusLine(st))
@@ -340,7 +341,7 @@ type cloneReport struct {
 
 func (r *cloneRun) report(st clone.Status, err error) error {
 	rep := cloneReport{
-		Source: r.src.spec, Dest: r.dst.spec, Metadata: r.o.metadata, URL: r.url,
+		Source: r.src.Spec, Dest: r.dst.Spec, Metadata: r.o.metadata, URL: r.url,
 		Seconds: time.Since(r.start).Seconds(), Status: st, Error: errPtr(err),
 	}
 	enc := json.NewEncoder(r.e.stdout)

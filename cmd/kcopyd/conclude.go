@@ -66,16 +66,16 @@ func (w *writeRun) conclude(r *batch.Result, dests []*dest, total int64, v verif
 func (w *writeRun) concludeDests(r *batch.Result, dests []*dest, v verifyOutcome) (failed, ok []string, mismatch bool) {
 	w.rep.Destinations = nil
 	for i, d := range dests {
-		jd := jsonDest{Location: d.loc.spec, FailedRanges: rangePairs(d.ranges)}
+		jd := jsonDest{Location: d.loc.Spec, FailedRanges: rangePairs(d.ranges)}
 		w.reportDest(r, i, &jd)
 		if d.failed() {
 			jd.Error = errPtr(errors.Join(d.errs...))
-			failed = append(failed, d.loc.spec)
+			failed = append(failed, d.loc.Spec)
 			for _, err := range d.errs {
-				fmt.Fprintf(w.e.stderr, "kcopyd: write error on %s: %v\n", d.loc.spec, err)
+				fmt.Fprintf(w.e.stderr, "kcopyd: write error on %s: %v\n", d.loc.Spec, err)
 			}
 		} else {
-			ok = append(ok, d.loc.spec)
+			ok = append(ok, d.loc.Spec)
 		}
 		if v.ran && w.reportVerify(d, v, &jd) {
 			mismatch = true
@@ -101,15 +101,15 @@ func (w *writeRun) resultOf(r *batch.Result, dests []*dest, v verifyOutcome, fai
 		}
 		return code, fmt.Errorf("the engine refused the job: %w", r.InternalErr)
 	case r.ReadErr != nil && w.o.ignoreErrors:
-		return exitReadError, fmt.Errorf("read error on %s (unreadable ranges were written as zeroes, see failed_ranges under --json): %w", w.src.spec, r.ReadErr)
+		return exitReadError, fmt.Errorf("read error on %s (unreadable ranges were written as zeroes, see failed_ranges under --json): %w", w.src.Spec, r.ReadErr)
 	case r.ReadErr != nil:
-		return exitReadError, fmt.Errorf("read error on %s: %w", w.src.spec, r.ReadErr)
+		return exitReadError, fmt.Errorf("read error on %s: %w", w.src.Spec, r.ReadErr)
 	case len(failed) > 0 && len(ok) > 0:
 		return exitWriteError, fmt.Errorf("%s failed on %s; completed on %s", w.verb, strings.Join(failed, ", "), strings.Join(ok, ", "))
 	case len(failed) > 0:
 		return exitWriteError, fmt.Errorf("%s failed on every destination", w.verb)
 	case v.srcErr != nil:
-		return exitReadError, fmt.Errorf("verify: read error on %s: %w", w.src.spec, v.srcErr)
+		return exitReadError, fmt.Errorf("verify: read error on %s: %w", w.src.Spec, v.srcErr)
 	case v.ran && anyVerifyReadError(dests):
 		return exitReadError, errors.New("verify: a destination could not be read back")
 	case mismatch:
@@ -134,11 +134,11 @@ func (w *writeRun) reportVerify(d *dest, v verifyOutcome, jd *jsonDest) (differs
 	}
 	switch {
 	case c.Err != nil:
-		fmt.Fprintf(out, "kcopyd: verify: cannot read %s: %v\n", d.loc.spec, c.Err)
+		fmt.Fprintf(out, "kcopyd: verify: cannot read %s: %v\n", d.loc.Spec, c.Err)
 	case c.FirstDiff >= 0:
 		first, n := c.FirstDiff, c.Chunks
 		jd.FirstDifference, jd.DifferingChunks = &first, &n
-		fmt.Fprintf(out, "kcopyd: verify: %s differs: first differing byte at offset %d (%s)\n", d.loc.spec, c.FirstDiff, chunksText(c.Chunks, w.chunkSize(), v.stopped))
+		fmt.Fprintf(out, "kcopyd: verify: %s differs: first differing byte at offset %d (%s)\n", d.loc.Spec, c.FirstDiff, chunksText(c.Chunks, w.chunkSize(), v.stopped))
 		return true
 	}
 	return false
@@ -164,10 +164,10 @@ func (w *writeRun) printResume(out io.Writer, prefixes []int64, dest *dest) {
 	}
 	who, args, what := "every destination", "...", "to resume"
 	if dest != nil {
-		who, what = dest.loc.spec, "to finish "+dest.loc.spec
-		args = dest.loc.spec
+		who, what = dest.loc.Spec, "to finish "+dest.loc.Spec
+		args = dest.loc.Spec
 		if w.src != nil {
-			args = w.src.spec + " " + args
+			args = w.src.Spec + " " + args
 		}
 	}
 	if w.o.regionsFile == "" && len(w.regions) == 1 {

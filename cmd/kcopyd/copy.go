@@ -9,6 +9,7 @@ import (
 
 	"github.com/kcopyd/kcopyd"
 	"github.com/kcopyd/kcopyd/device"
+	loc "github.com/kcopyd/kcopyd/location"
 	"github.com/kcopyd/kcopyd/plan"
 )
 
@@ -122,11 +123,11 @@ func runCopy(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 		client.Close()
 		return w.fail(err)
 	}
-	pc := planConf{kind: plan.Copy, align: maxAlign(src.dev)}
+	pc := planConf{kind: plan.Copy, align: maxAlign(src.Dev)}
 	for _, l := range locs {
-		pc.align = max(pc.align, maxAlign(l.dev))
+		pc.align = max(pc.align, maxAlign(l.Dev))
 	}
-	if ext, ok := src.dev.(device.Extenter); ok && !o.noSparse {
+	if ext, ok := src.Dev.(device.Extenter); ok && !o.noSparse {
 		pc.ext = ext
 	}
 	if err := w.setupMap(src, dests); err != nil {
@@ -150,10 +151,10 @@ func resolveCopyRegions(o *options, regions []region, src *location) ([]region, 
 		// --offset at the end of a non-empty source without --length is
 		// taken as a mistake.
 		off := o.offset.n
-		if off > src.size || off == src.size && src.size > 0 && !o.length.set {
-			return nil, inputError(fmt.Errorf("--offset %d is at or beyond the end of the source %s (%d bytes): give an --offset below %d", off, src.spec, src.size, src.size))
+		if off > src.Size || off == src.Size && src.Size > 0 && !o.length.set {
+			return nil, inputError(fmt.Errorf("--offset %d is at or beyond the end of the source %s (%d bytes): give an --offset below %d", off, src.Spec, src.Size, src.Size))
 		}
-		length := src.size - off
+		length := src.Size - off
 		if o.length.set {
 			length = o.length.n
 		}
@@ -166,8 +167,8 @@ func resolveCopyRegions(o *options, regions []region, src *location) ([]region, 
 		regions = []region{{src: off, len: length, dest: o.destOffset.n}}
 	}
 	for _, rg := range regions {
-		if rg.len > src.size-rg.src { // rg.srcEnd() > src.size, without overflow
-			return nil, inputError(fmt.Errorf("%s: source range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.src, rg.len, rg.srcEnd(), src.spec, src.size))
+		if rg.len > src.Size-rg.src { // rg.srcEnd() > src.Size, without overflow
+			return nil, inputError(fmt.Errorf("%s: source range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.src, rg.len, rg.srcEnd(), src.Spec, src.Size))
 		}
 	}
 	return regions, nil
@@ -179,15 +180,15 @@ func (w *writeRun) openCopyDests(ctx context.Context, locs []*location, needed i
 	o := w.o
 	for _, l := range locs {
 		switch {
-		case l.kind == locFile && !l.exists:
+		case l.Kind == locFile && !l.Exists:
 			if !o.create {
-				return nil, nil, inputError(fmt.Errorf("destination %s does not exist (use --create to create it)", l.spec))
+				return nil, nil, inputError(fmt.Errorf("destination %s does not exist (use --create to create it)", l.Spec))
 			}
 			toCreate = append(toCreate, l)
 			continue
-		case l.kind == locFile && l.size < needed:
+		case l.Kind == locFile && l.Size < needed:
 			if !o.create {
-				return nil, nil, inputError(fmt.Errorf("destination %s is %d bytes, but the region ends at %d, beyond the end of the file (use --create to extend it)", l.spec, l.size, needed))
+				return nil, nil, inputError(fmt.Errorf("destination %s is %d bytes, but the region ends at %d, beyond the end of the file (use --create to extend it)", l.Spec, l.Size, needed))
 			}
 			toGrow = append(toGrow, l)
 			continue
@@ -195,8 +196,8 @@ func (w *writeRun) openCopyDests(ctx context.Context, locs []*location, needed i
 		if err := w.openForWrite(ctx, l); err != nil {
 			return nil, nil, inputError(fmt.Errorf("destination %w", err))
 		}
-		if l.size < needed {
-			return nil, nil, inputError(fmt.Errorf("destination %s is %d bytes, but the region ends at %d", l.spec, l.size, needed))
+		if l.Size < needed {
+			return nil, nil, inputError(fmt.Errorf("destination %s is %d bytes, but the region ends at %d", l.Spec, l.Size, needed))
 		}
 	}
 	return toCreate, toGrow, nil
@@ -223,12 +224,12 @@ func checkCopyInput(regions []region, src *location, locs []*location, direct bo
 func (w *writeRun) prepareCopyDests(client *kcopyd.Client, src *location, locs, toCreate, toGrow []*location, needed int64) ([]*dest, error) {
 	o := w.o
 	for _, l := range toCreate {
-		if err := l.create(needed, openMode{write: true, direct: o.direct}); err != nil {
+		if err := l.Create(needed, openMode{write: true, direct: o.direct}.options()); err != nil {
 			return nil, inputError(fmt.Errorf("destination %w", err))
 		}
 	}
 	for _, l := range toGrow {
-		if err := l.grow(needed, openMode{write: true, direct: o.direct}); err != nil {
+		if err := l.Grow(needed, openMode{write: true, direct: o.direct}.options()); err != nil {
 			return nil, inputError(fmt.Errorf("destination %w", err))
 		}
 	}
@@ -250,17 +251,17 @@ func (w *writeRun) prepareCopyDests(client *kcopyd.Client, src *location, locs, 
 // checkAliases, destinations that are the source, or each other, under
 // another name, at overlapping ranges.
 func checkRegionOverlaps(regions []region, src *location, locs []*location) error {
-	var dst []lineRange
+	var dst []loc.Range
 	for _, rg := range regions {
 		if rg.len > 0 {
-			dst = append(dst, lineRange{rg.dest, rg.len, rg.line})
+			dst = append(dst, loc.Range{Off: rg.dest, Len: rg.len, Line: rg.line})
 		}
 	}
-	if x, y, ok := firstOverlap(dst, dst, true); ok {
-		if x.line > y.line {
+	if x, y, ok := loc.FirstSelfOverlap(dst); ok {
+		if x.Line > y.Line {
 			x, y = y, x
 		}
-		return fmt.Errorf("regions lines %d and %d write overlapping destination ranges [%d, +%d) and [%d, +%d); nothing was written: every destination byte may be written by one line only", x.line, y.line, x.off, x.len, y.off, y.len)
+		return fmt.Errorf("regions lines %d and %d write overlapping destination ranges [%d, +%d) and [%d, +%d); nothing was written: every destination byte may be written by one line only", x.Line, y.Line, x.Off, x.Len, y.Off, y.Len)
 	}
 	return checkAliases(regions, src, locs)
 }

@@ -35,7 +35,7 @@ func (o *options) settleSubJobSize(locs ...*location) {
 		return
 	}
 	for _, l := range locs {
-		if l != nil && l.dev != nil && (l.autoDirect || (o.direct && l.kind != locURL)) {
+		if l != nil && l.Dev != nil && (l.AutoDirect || (o.direct && l.Kind != locURL)) {
 			o.subJobSize.n = directSubJobSize
 			return
 		}

@@ -5,13 +5,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"io"
-	"math/rand/v2"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/kcopyd/kcopyd/device"
+	"github.com/kcopyd/kcopyd/internal/testutil"
 )
 
 // result is what one in-process run of the CLI produced.
@@ -37,30 +38,16 @@ func (r result) String() string {
 	return "exit " + strconv.Itoa(r.code) + "\nstdout: " + r.stdout + "\nstderr: " + r.stderr
 }
 
-// randomBytes returns n bytes from a seeded generator.
-func randomBytes(seed uint64, n int64) []byte {
-	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	b := make([]byte, n)
-	for i := 0; i+8 <= len(b); i += 8 {
-		v := r.Uint64()
-		for k := range 8 {
-			b[i+k] = byte(v >> (8 * k))
-		}
-	}
-	for i := len(b) &^ 7; i < len(b); i++ {
-		b[i] = byte(r.Uint32())
-	}
-	return b
-}
+// randomBytes returns n bytes of the test pattern for seed.
+func randomBytes(seed uint64, n int64) []byte { return testutil.Pattern(seed, 0, int(n)) }
+
+// firstDiff is device.FirstDiff: -1 when a and b are equal.
+var firstDiff = device.FirstDiff
 
 // writeFile writes b to a new file name in dir and returns its path.
 func writeFile(t testing.TB, dir, name string, b []byte) string {
 	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return testutil.WriteFile(t, dir, name, b)
 }
 
 // readFile returns the contents of path.

@@ -44,7 +44,7 @@ func (w *writeRun) newBatch(client *kcopyd.Client, dests []*dest, pc planConf, p
 		Notify: func(s string) { fmt.Fprintf(msgs, "kcopyd: %s\n", s) },
 	}
 	if w.src != nil {
-		opts.Src = w.src.dev
+		opts.Src = w.src.Dev
 	}
 	if o.ignoreErrors {
 		opts.Flags |= kcopyd.IgnoreError
@@ -54,7 +54,7 @@ func (w *writeRun) newBatch(client *kcopyd.Client, dests []*dest, pc planConf, p
 	}
 	for _, d := range dests {
 		p.ZeroFrom = append(p.ZeroFrom, d.zeroFrom)
-		opts.Dests = append(opts.Dests, batch.Dest{Dev: d.loc.dev, Name: d.loc.spec, ZeroFrom: d.zeroFrom})
+		opts.Dests = append(opts.Dests, batch.Dest{Dev: d.loc.Dev, Name: d.loc.Spec, ZeroFrom: d.zeroFrom})
 	}
 	var b *batch.Batch
 	if pm := w.pm; pm != nil {
@@ -89,10 +89,10 @@ func takeResults(res *batch.Result, dests []*dest) {
 // knownZeroFrom returns the dest's zeroFrom for a location.
 func knownZeroFrom(l *location, destIsZero bool) int64 {
 	switch {
-	case destIsZero || l.created:
+	case destIsZero || l.Created:
 		return 0
-	case l.grown:
-		return l.size
+	case l.Grown:
+		return l.Size
 	}
 	return math.MaxInt64
 }
@@ -187,7 +187,7 @@ func (w *writeRun) verifyDests(ctx context.Context, th *kcopyd.Throttle, dests [
 	some := false
 	for i, d := range dests {
 		if !d.failed() {
-			devs[i], some = d.loc.dev, true
+			devs[i], some = d.loc.Dev, true
 		}
 	}
 	if !some {
@@ -195,7 +195,7 @@ func (w *writeRun) verifyDests(ctx context.Context, th *kcopyd.Throttle, dests [
 	}
 	var src device.Device
 	if w.src != nil {
-		src = w.src.dev
+		src = w.src.Dev
 	}
 	res, err := w.compare(ctx, th, src, devs, nil, w.e.stderr)
 	if err != nil {
@@ -218,8 +218,8 @@ func (w *writeRun) verifyDests(ctx context.Context, th *kcopyd.Throttle, dests [
 func (o *options) sequentialFor(dests []*dest, stderr io.Writer) error {
 	var zoned []string
 	for _, d := range dests {
-		if device.LimitsOf(d.loc.dev).Zoned == device.ZoneHostManaged {
-			zoned = append(zoned, d.loc.spec)
+		if device.LimitsOf(d.loc.Dev).Zoned == device.ZoneHostManaged {
+			zoned = append(zoned, d.loc.Spec)
 			d.zeroFrom = math.MaxInt64
 		}
 	}
@@ -304,10 +304,10 @@ func (w *writeRun) mapNoop() error {
 func checkJobs(client *kcopyd.Client, regions []region, src *location, locs []*location) error {
 	opts := &batch.Options{Regions: planRegions(regions)}
 	if src != nil {
-		opts.Src = src.dev
+		opts.Src = src.Dev
 	}
 	for _, l := range locs {
-		opts.Dests = append(opts.Dests, batch.Dest{Dev: l.dev})
+		opts.Dests = append(opts.Dests, batch.Dest{Dev: l.Dev})
 	}
 	var re *batch.RegionError
 	if err := batch.Check(client, opts); errors.As(err, &re) {

@@ -45,10 +45,10 @@ type progressMap struct {
 func mapJob(kind mapfile.Kind, src *location, locs []*location, regions []region, chunk int64) mapfile.Job {
 	job := mapfile.Job{Kind: kind, ChunkSize: chunk}
 	if src != nil {
-		job.Source = mapfile.Location{Name: src.spec, ID: device.IdentityOf(src.dev), Size: src.dev.Size()}
+		job.Source = mapfile.Location{Name: src.Spec, ID: device.IdentityOf(src.Dev), Size: src.Dev.Size()}
 	}
 	for _, l := range locs {
-		job.Dests = append(job.Dests, mapfile.Location{Name: l.spec, ID: device.IdentityOf(l.dev), Size: l.dev.Size()})
+		job.Dests = append(job.Dests, mapfile.Location{Name: l.Spec, ID: device.IdentityOf(l.Dev), Size: l.Dev.Size()})
 	}
 	for _, rg := range regions {
 		if rg.len > 0 {

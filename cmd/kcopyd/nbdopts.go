@@ -1,20 +1,14 @@
 package main
 
 import (
-	"context"
-	"crypto/tls"
-	"errors"
-	"fmt"
-	"io/fs"
-	"net"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/kcopyd/kcopyd/device/nbd"
+	loc "github.com/kcopyd/kcopyd/location"
 )
 
 // nbdOptions holds the flags that configure the NBD client; copy, zero
@@ -31,14 +25,13 @@ type nbdOptions struct {
 }
 
 const (
-	// defaultConnections is the default of --connections, chosen by
-	// measurement (docs/PERFORMANCE.md).
-	defaultConnections = 2
+	// defaultConnections is the default of --connections.
+	defaultConnections = loc.DefaultConnections
 	// maxConnections bounds --connections: each connection holds up to
 	// nbd.DefaultMaxInFlight requests.
 	maxConnections = 16
 	// defaultConnectTimeout is the default of --nbd-connect-timeout.
-	defaultConnectTimeout = 30 * time.Second
+	defaultConnectTimeout = loc.DefaultConnectTimeout
 )
 
 // flagGroupAnnotation marks flags listed under their own heading in
@@ -112,10 +105,7 @@ func (n *nbdOptions) check(cmd *cobra.Command, specs []string) error {
 	if len(tlsFlags) > 0 {
 		anyTLS := false
 		for _, s := range specs {
-			if m := urlRE.FindStringSubmatch(s); m != nil {
-				scheme := strings.ToLower(m[1])
-				anyTLS = anyTLS || scheme == "nbds" || scheme == "nbds+unix"
-			}
+			anyTLS = anyTLS || loc.IsTLS(s)
 		}
 		if !anyTLS {
 			return usageErrorf("%s applies to nbds:// and nbds+unix:// locations only, and none is given (nbd:// and nbd+unix:// never use TLS)", strings.Join(tlsFlags, ", "))
@@ -135,75 +125,6 @@ func (n *nbdOptions) config(write bool) *nbd.Config {
 		KeyFile:            n.tlsKey,
 		InsecureSkipVerify: n.tlsInsecure,
 	}
-}
-
-// errReadOnlyExport is returned by location.open for an NBD export opened
-// for writing that the server marks read-only.
-var errReadOnlyExport = errors.New("the NBD export is read-only")
-
-// openNBD opens an NBD location with the flags in n (the defaults when n
-// is nil). Opened for writing, an export the server marks read-only is
-// closed again and errReadOnlyExport returned: nothing is written to it.
-func openNBD(ctx context.Context, spec string, n *nbdOptions, write bool) (*nbd.Device, error) {
-	if n == nil {
-		n = &nbdOptions{connections: defaultConnections, connectTimeout: defaultConnectTimeout}
-	}
-	parent := ctx
-	var deadline time.Time
-	if n.connectTimeout > 0 {
-		deadline = time.Now().Add(n.connectTimeout)
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, deadline)
-		defer cancel()
-	}
-	d, err := nbd.Open(ctx, spec, n.config(write))
-	if err != nil {
-		// The client sets the deadline on its sockets too, so the error
-		// may be a socket timeout rather than the context's.
-		if !deadline.IsZero() && !time.Now().Before(deadline) && parent.Err() == nil {
-			err = fmt.Errorf("%w (%v): %w", errConnectTimeout, n.connectTimeout, err)
-		}
-		return nil, err
-	}
-	if write && d.ReadOnly() {
-		d.Close()
-		return nil, errReadOnlyExport
-	}
-	return d, nil
-}
-
-// errConnectTimeout is wrapped around the error of a connection attempt
-// that ran out of --nbd-connect-timeout.
-var errConnectTimeout = errors.New("no answer within --nbd-connect-timeout")
-
-// nbdOpenError explains a failed open of the NBD location spec, or
-// returns nil when err needs no NBD-specific explanation.
-func nbdOpenError(spec string, err error) error {
-	var (
-		cve     *tls.CertificateVerificationError
-		dialErr *net.OpError
-	)
-	switch {
-	case errors.Is(err, errReadOnlyExport):
-		return fmt.Errorf("%s is a read-only NBD export (the server refuses writes; nothing was written)", spec)
-	case errors.As(err, &cve):
-		return fmt.Errorf("%s cannot be opened: the server's TLS certificate does not verify (give its CA with --tls-ca FILE or tls-certificates=DIR in the URL; --tls-insecure skips the check): %w", spec, err)
-	case errors.Is(err, nbd.ErrUnknownExport):
-		u, perr := nbd.ParseURI(spec)
-		if perr == nil && u.Export == "" {
-			return fmt.Errorf("%s cannot be opened: the server has no default export (name one in the URL's path): %w", spec, err)
-		}
-		export := ""
-		if perr == nil {
-			export = u.Export
-		}
-		return fmt.Errorf("%s cannot be opened: the server has no export named %q: %w", spec, export, err)
-	case errors.Is(err, errConnectTimeout):
-		return fmt.Errorf("%s cannot be opened: %w", spec, err)
-	case errors.As(err, &dialErr) && dialErr.Op == "dial" && (errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED)):
-		return fmt.Errorf("%s cannot be opened: no server listens there: %w", spec, err)
-	}
-	return nil
 }
 
 // The NBD options get their own heading in --help.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -55,13 +54,13 @@ func (w *writeRun) closeAll(undo bool) []error {
 	}
 	for i, l := range w.locs {
 		if undo {
-			errs[i] = l.undo()
+			errs[i] = l.Undo()
 		} else {
-			errs[i] = l.close()
+			errs[i] = l.Close()
 		}
 	}
 	if w.src != nil {
-		w.src.close()
+		w.src.Close()
 	}
 	return errs
 }
@@ -76,7 +75,7 @@ func (w *writeRun) report(code int, err error) error {
 		w.rep.Error = errPtr(err)
 		if len(w.rep.Destinations) == 0 {
 			for _, l := range w.locs {
-				w.rep.Destinations = append(w.rep.Destinations, jsonDest{Location: l.spec, FailedRanges: [][2]int64{}})
+				w.rep.Destinations = append(w.rep.Destinations, jsonDest{Location: l.Spec, FailedRanges: [][2]int64{}})
 			}
 		}
 		w.rep.write(w.e.stdout)
@@ -106,8 +105,8 @@ func inspectDests(specs []string) ([]*location, error) {
 			return nil, inputError(fmt.Errorf("destination %w", err))
 		}
 		for _, o := range locs[:i] {
-			if o.key != "" && o.key == l.key {
-				return nil, inputError(fmt.Errorf("destination %s is given twice (also as %s)", s, o.spec))
+			if o.Key() != "" && o.Key() == l.Key() {
+				return nil, inputError(fmt.Errorf("destination %s is given twice (also as %s)", s, o.Spec))
 			}
 		}
 		locs[i] = l
@@ -119,13 +118,13 @@ func inspectDests(specs []string) ([]*location, error) {
 // have no stat key) with each other and with the source.
 func checkOpenedDuplicates(locs []*location) error {
 	for i, l := range locs {
-		if l.dev == nil || l.key != "" {
+		if l.Dev == nil || l.Key() != "" {
 			continue
 		}
-		id := device.IdentityOf(l.dev)
+		id := device.IdentityOf(l.Dev)
 		for _, o := range locs[:i] {
-			if o.dev != nil && o.key == "" && device.IdentityOf(o.dev) == id {
-				return fmt.Errorf("destination %s is given twice (also as %s)", l.spec, o.spec)
+			if o.Dev != nil && o.Key() == "" && device.IdentityOf(o.Dev) == id {
+				return fmt.Errorf("destination %s is given twice (also as %s)", l.Spec, o.Spec)
 			}
 		}
 	}
@@ -134,9 +133,9 @@ func checkOpenedDuplicates(locs []*location) error {
 
 // openForWrite opens every existing destination for writing.
 func (w *writeRun) openForWrite(ctx context.Context, l *location) error {
-	err := l.open(ctx, openMode{write: true, direct: w.o.direct, buffered: w.o.buffered, force: w.o.force, nbd: &w.o.nbd, keepAllocation: w.verb == "zero" && !w.o.punchHoles})
-	if err == nil && l.forced {
-		fmt.Fprintf(w.e.stderr, "kcopyd: warning: %s is in use; writing to it anyway (--force)\n", l.spec)
+	err := openLocation(ctx, l, openMode{write: true, direct: w.o.direct, buffered: w.o.buffered, force: w.o.force, nbd: &w.o.nbd, keepAllocation: w.verb == "zero" && !w.o.punchHoles})
+	if err == nil && l.Forced {
+		fmt.Fprintf(w.e.stderr, "kcopyd: warning: %s is in use; writing to it anyway (--force)\n", l.Spec)
 	}
 	w.warnNotes(l)
 	return err
@@ -170,10 +169,10 @@ func (w *writeRun) openSource(ctx context.Context, cmd *cobra.Command, args []st
 	if err != nil {
 		return nil, nil, nil, w.fail(inputError(fmt.Errorf("source %w", err)))
 	}
-	if !src.exists {
-		return nil, nil, nil, w.fail(inputError(fmt.Errorf("source %s does not exist", src.spec)))
+	if !src.Exists {
+		return nil, nil, nil, w.fail(inputError(fmt.Errorf("source %s does not exist", src.Spec)))
 	}
-	if err := src.open(ctx, openMode{direct: o.direct, buffered: o.buffered, nbd: &o.nbd}); err != nil {
+	if err := openLocation(ctx, src, openMode{direct: o.direct, buffered: o.buffered, nbd: &o.nbd}); err != nil {
 		return nil, nil, nil, w.fail(inputError(fmt.Errorf("source: %w", err)))
 	}
 	w.src = src
@@ -182,8 +181,8 @@ func (w *writeRun) openSource(ctx context.Context, cmd *cobra.Command, args []st
 }
 
 func (w *writeRun) warnNotes(l *location) {
-	for _, n := range l.notes {
-		msg := l.spec + ": " + n
+	for _, n := range l.Notes {
+		msg := l.Spec + ": " + n
 		w.rep.Warnings = append(w.rep.Warnings, msg)
 		if !w.o.quiet {
 			fmt.Fprintf(w.e.stderr, "kcopyd: warning: %s\n", msg)
@@ -203,12 +202,12 @@ func (w *writeRun) warnNotes(l *location) {
 // (1 GiB file -> new file on ext4, offloaded: 2.0 s and 0.51-0.64 CPU
 // seconds, with zero detection 2.3 s and 0.83-0.88, on a busy machine).
 func offloadable(src *location, dests []*dest, direct bool) bool {
-	if direct || src.kind != locFile {
+	if direct || src.Kind != locFile {
 		return false
 	}
 	var st unix.Stat_t
 	var fs unix.Statfs_t
-	if unix.Stat(src.spec, &st) != nil || unix.Statfs(src.spec, &fs) != nil {
+	if unix.Stat(src.Spec, &st) != nil || unix.Statfs(src.Spec, &fs) != nil {
 		return false
 	}
 	if fs.Type != unix.XFS_SUPER_MAGIC && fs.Type != unix.BTRFS_SUPER_MAGIC {
@@ -216,7 +215,7 @@ func offloadable(src *location, dests []*dest, direct bool) bool {
 	}
 	for _, d := range dests {
 		var dst unix.Stat_t
-		if d.loc.kind != locFile || unix.Stat(d.loc.spec, &dst) != nil || dst.Dev != st.Dev {
+		if d.loc.Kind != locFile || unix.Stat(d.loc.Spec, &dst) != nil || dst.Dev != st.Dev {
 			return false
 		}
 	}
@@ -228,24 +227,24 @@ func offloadable(src *location, dests []*dest, direct bool) bool {
 // alignment). A region may end unaligned exactly at a device's end.
 func checkAlignment(regions []region, src *location, locs []*location, direct bool) error {
 	check := func(l *location, off, length int64, what string, rg region) error {
-		a := int64(device.LimitsOf(l.dev).OffsetAlign)
+		a := int64(device.LimitsOf(l.Dev).OffsetAlign)
 		if a <= 1 {
 			return nil
 		}
-		if l.autoDirect && (off%a != 0 || (length%a != 0 && off+length != l.dev.Size())) {
+		if l.AutoDirect && (off%a != 0 || (length%a != 0 && off+length != l.Dev.Size())) {
 			// O_DIRECT was our choice, not the user's: serve this
 			// region through the page cache instead.
-			return l.reopenBuffered()
+			return l.ReopenBuffered()
 		}
 		hint := ""
 		if direct {
 			hint = " under --direct"
 		}
 		if off%a != 0 {
-			return fmt.Errorf("%s: %s %d is not a multiple of %d bytes, as %s requires%s", rg.where(), what, off, a, l.spec, hint)
+			return fmt.Errorf("%s: %s %d is not a multiple of %d bytes, as %s requires%s", rg.where(), what, off, a, l.Spec, hint)
 		}
-		if length%a != 0 && off+length != l.dev.Size() {
-			return fmt.Errorf("%s: length %d is not a multiple of %d bytes, as %s requires%s", rg.where(), length, a, l.spec, hint)
+		if length%a != 0 && off+length != l.Dev.Size() {
+			return fmt.Errorf("%s: length %d is not a multiple of %d bytes, as %s requires%s", rg.where(), length, a, l.Spec, hint)
 		}
 		return nil
 	}
@@ -278,74 +277,11 @@ func maxAlign(devs ...device.Device) int64 {
 	return a
 }
 
-// rangeOverlap reports a pair of overlapping ranges among a and b, both
-// given as (off, len, line), or ok false.
-type lineRange struct {
-	off, len int64
-	line     int
-}
-
-// firstOverlap returns two overlapping ranges, one from a and one from b,
-// or ok false. When a and b are the same slice, a range is not compared
-// with itself.
-func firstOverlap(a, b []lineRange, same bool) (x, y lineRange, ok bool) {
-	type ev struct {
-		r    lineRange
-		from int // 0: a, 1: b
-		idx  int
-	}
-	var evs []ev
-	for i, r := range a {
-		evs = append(evs, ev{r, 0, i})
-	}
-	if !same {
-		for i, r := range b {
-			evs = append(evs, ev{r, 1, i})
-		}
-	}
-	slices.SortFunc(evs, func(p, q ev) int {
-		switch {
-		case p.r.off < q.r.off:
-			return -1
-		case p.r.off > q.r.off:
-			return 1
-		}
-		return p.from - q.from
-	})
-	// Sweep keeping, per side, the range reaching furthest so far.
-	var far [2]*ev
-	for i := range evs {
-		e := &evs[i]
-		other := 1 - e.from
-		if same {
-			other = 0
-		}
-		if f := far[other]; f != nil && f.r.off+f.r.len > e.r.off {
-			if e.from == 0 && !same {
-				return e.r, f.r, true
-			}
-			return f.r, e.r, true
-		}
-		if f := far[e.from]; f == nil || e.r.off+e.r.len > f.r.off+f.r.len {
-			far[e.from] = e
-		}
-	}
-	return lineRange{}, lineRange{}, false
-}
-
-// lineName names a regions line for messages.
-func lineName(line int) string {
-	if line == 0 {
-		return "the region"
-	}
-	return fmt.Sprintf("regions line %d", line)
-}
-
 // destNames returns the destination arguments.
 func destNames(locs []*location) []string {
 	out := make([]string, len(locs))
 	for i, l := range locs {
-		out[i] = l.spec
+		out[i] = l.Spec
 	}
 	return out
 }

@@ -113,14 +113,15 @@ func runServe(ctx context.Context, e *env, o *serveOptions, args []string) error
 	if err != nil {
 		return inputError(err)
 	}
-	if l.kind == locURL || !l.exists {
-		return inputError(fmt.Errorf("%s: serve exports an existing file or block device", l.spec))
+	if l.Kind == locURL || !l.Exists {
+		return inputError(fmt.Errorf("%s: serve exports an existing file or block device", l.Spec))
 	}
-	if err := l.open(ctx, openMode{write: !o.readOnly, buffered: true}); err != nil {
+	// buffered: NBD clients send requests of any alignment.
+	if err := openLocation(ctx, l, openMode{write: !o.readOnly, buffered: true}); err != nil {
 		return inputError(err)
 	}
-	defer l.close()
-	srv, err := nbdserver.New(l.dev, &nbdserver.Options{
+	defer l.Close()
+	srv, err := nbdserver.New(l.Dev, &nbdserver.Options{
 		Name: o.export, ReadOnly: o.readOnly, TLSConfig: tc, TLSRequired: tc != nil,
 		Logf: func(format string, args ...any) { fmt.Fprintf(e.stderr, "kcopyd: serve: "+format+"\n", args...) },
 	})
@@ -135,7 +136,7 @@ func runServe(ctx context.Context, e *env, o *serveOptions, args []string) error
 		defer os.Remove(o.socket)
 	}
 	fmt.Fprintln(e.stdout, o.url(ln.Addr(), tc != nil))
-	return serveUntilDone(ctx, e, srv, ln, l.dev, o.readOnly)
+	return serveUntilDone(ctx, e, srv, ln, l.Dev, o.readOnly)
 }
 
 // serveUntilDone serves until ctx ends (SIGINT, SIGTERM) or the listener

@@ -73,10 +73,10 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 	}
 	devs := make([]device.Device, len(locs))
 	for i, l := range locs {
-		devs[i] = l.dev
+		devs[i] = l.Dev
 	}
 	prog := newProgress(progressConfig{out: e.stderr, quiet: o.quiet, verb: "verify", total: total, interval: o.progressInterval})
-	res, err := w.compare(ctx, nil, src.dev, devs, prog.set, e.stderr)
+	res, err := w.compare(ctx, nil, src.Dev, devs, prog.set, e.stderr)
 	prog.stop()
 	if err != nil {
 		return w.fail(inputError(fmt.Errorf("engine: %w", err)))
@@ -89,10 +89,10 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 // openVerifyDests opens the destinations of verify for reading.
 func (w *writeRun) openVerifyDests(ctx context.Context, locs []*location) error {
 	for _, l := range locs {
-		if !l.exists {
-			return w.fail(inputError(fmt.Errorf("destination %s does not exist", l.spec)))
+		if !l.Exists {
+			return w.fail(inputError(fmt.Errorf("destination %s does not exist", l.Spec)))
 		}
-		if err := l.open(ctx, openMode{direct: w.o.direct, buffered: w.o.buffered, nbd: &w.o.nbd}); err != nil {
+		if err := openLocation(ctx, l, openMode{direct: w.o.direct, buffered: w.o.buffered, nbd: &w.o.nbd}); err != nil {
 			return w.fail(inputError(fmt.Errorf("destination %w", err)))
 		}
 		w.warnNotes(l)
@@ -106,22 +106,22 @@ func (w *writeRun) verifyRegions(regions []region, src *location, locs []*locati
 	o := w.o
 	if regions == nil {
 		off := o.offset.n
-		if off >= src.size {
-			return nil, fmt.Errorf("--offset %d is at or beyond the end of the source %s (%d bytes)", off, src.spec, src.size)
+		if off >= src.Size {
+			return nil, fmt.Errorf("--offset %d is at or beyond the end of the source %s (%d bytes)", off, src.Spec, src.Size)
 		}
-		length := src.size - off
+		length := src.Size - off
 		if o.length.set {
 			length = o.length.n
 		}
 		regions = []region{{src: off, len: length, dest: o.destOffset.n}}
 	}
 	for _, rg := range regions {
-		if rg.srcEnd() > src.size {
-			return nil, fmt.Errorf("%s: source range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.src, rg.len, rg.srcEnd(), src.spec, src.size)
+		if rg.srcEnd() > src.Size {
+			return nil, fmt.Errorf("%s: source range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.src, rg.len, rg.srcEnd(), src.Spec, src.Size)
 		}
 		for _, l := range locs {
-			if rg.destEnd() > l.size {
-				return nil, fmt.Errorf("%s: destination range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.dest, rg.len, rg.destEnd(), l.spec, l.size)
+			if rg.destEnd() > l.Size {
+				return nil, fmt.Errorf("%s: destination range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.dest, rg.len, rg.destEnd(), l.Spec, l.Size)
 			}
 		}
 	}
@@ -140,12 +140,12 @@ func (w *writeRun) verifyReport(res *batch.VerifyResult, src *location, locs []*
 	differ, readErr := false, srcErr != nil
 	for i, l := range locs {
 		c := res.Dests[i]
-		jd := jsonDest{Location: l.spec, FailedRanges: [][2]int64{}}
+		jd := jsonDest{Location: l.Spec, FailedRanges: [][2]int64{}}
 		switch {
 		case c.Err != nil:
 			readErr = true
 			jd.Error = errPtr(c.Err)
-			fmt.Fprintf(e.stderr, "kcopyd: verify: cannot read %s: %v\n", l.spec, c.Err)
+			fmt.Fprintf(e.stderr, "kcopyd: verify: cannot read %s: %v\n", l.Spec, c.Err)
 		case c.FirstDiff >= 0:
 			differ = true
 			f, n := c.FirstDiff, c.Chunks
@@ -153,13 +153,13 @@ func (w *writeRun) verifyReport(res *batch.VerifyResult, src *location, locs []*
 			id := false
 			jd.Identical = &id
 			if !o.json {
-				fmt.Fprintf(e.stdout, "%s: differs: first differing byte at offset %d; %s\n", l.spec, c.FirstDiff, chunksText(c.Chunks, o.subJobSize.n, stopped))
+				fmt.Fprintf(e.stdout, "%s: differs: first differing byte at offset %d; %s\n", l.Spec, c.FirstDiff, chunksText(c.Chunks, o.subJobSize.n, stopped))
 			}
 		case srcErr == nil && !stopped:
 			id := true
 			jd.Identical = &id
 			if !o.json {
-				fmt.Fprintf(e.stdout, "%s: identical%s\n", l.spec, uncompared[i])
+				fmt.Fprintf(e.stdout, "%s: identical%s\n", l.Spec, uncompared[i])
 			}
 		}
 		w.rep.Destinations = append(w.rep.Destinations, jd)
@@ -172,7 +172,7 @@ func (w *writeRun) verifyReport(res *batch.VerifyResult, src *location, locs []*
 		w.rep.ReadError = true
 		if srcErr != nil {
 			w.rep.ReadMessage = errPtr(srcErr)
-			return w.report(exitReadError, fmt.Errorf("read error on %s: %w", src.spec, srcErr))
+			return w.report(exitReadError, fmt.Errorf("read error on %s: %w", src.Spec, srcErr))
 		}
 		return w.report(exitReadError, errors.New("a destination could not be read"))
 	case differ:
@@ -195,9 +195,9 @@ func (w *writeRun) uncomparedTails(regions []region, locs []*location, explicit 
 	}
 	end := regions[0].destEnd()
 	for i, l := range locs {
-		if extra := l.size - end; extra > 0 {
+		if extra := l.Size - end; extra > 0 {
 			out[i] = fmt.Sprintf(" over the source's %d bytes; its last %d bytes, past the end of the source, were not compared", regions[0].len, extra)
-			w.rep.Warnings = append(w.rep.Warnings, fmt.Sprintf("%s is %d bytes longer than the source: its last %d bytes were not compared", l.spec, extra, extra))
+			w.rep.Warnings = append(w.rep.Warnings, fmt.Sprintf("%s is %d bytes longer than the source: its last %d bytes were not compared", l.Spec, extra, extra))
 		}
 	}
 	return out

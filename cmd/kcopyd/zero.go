@@ -118,8 +118,8 @@ func runZero(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 // openZeroDests opens every destination of zero for writing.
 func (w *writeRun) openZeroDests(ctx context.Context, locs []*location) error {
 	for _, l := range locs {
-		if !l.exists {
-			return inputError(fmt.Errorf("destination %s does not exist", l.spec))
+		if !l.Exists {
+			return inputError(fmt.Errorf("destination %s does not exist", l.Spec))
 		}
 		if err := w.openForWrite(ctx, l); err != nil {
 			return inputError(fmt.Errorf("destination %w", err))
@@ -143,8 +143,8 @@ func resolveZeroRegions(o *options, regions []region, locs []*location) ([]regio
 	}
 	for _, rg := range regions {
 		for i, l := range locs {
-			if rg.has(i) && rg.len > l.size-rg.dest { // rg.destEnd() > l.size, without overflow
-				return nil, inputError(fmt.Errorf("%s: range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.dest, rg.len, rg.destEnd(), l.spec, l.size))
+			if rg.has(i) && rg.len > l.Size-rg.dest { // rg.destEnd() > l.Size, without overflow
+				return nil, inputError(fmt.Errorf("%s: range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.dest, rg.len, rg.destEnd(), l.Spec, l.Size))
 			}
 		}
 	}
@@ -170,13 +170,13 @@ func defaultZeroRegions(o *options, locs []*location) ([]region, error) {
 	bySize := map[int64][]int{}
 	var sizes []int64
 	for i, l := range locs {
-		if off > l.size || off == l.size && l.size > 0 {
-			return nil, inputError(fmt.Errorf("--offset %d is at or beyond the end of %s (%d bytes)", off, l.spec, l.size))
+		if off > l.Size || off == l.Size && l.Size > 0 {
+			return nil, inputError(fmt.Errorf("--offset %d is at or beyond the end of %s (%d bytes)", off, l.Spec, l.Size))
 		}
-		if _, ok := bySize[l.size]; !ok {
-			sizes = append(sizes, l.size)
+		if _, ok := bySize[l.Size]; !ok {
+			sizes = append(sizes, l.Size)
 		}
-		bySize[l.size] = append(bySize[l.size], i)
+		bySize[l.Size] = append(bySize[l.Size], i)
 	}
 	slices.Sort(sizes)
 	var regions []region

@@ -20,8 +20,8 @@ func TestSequentialForZoned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plain := &dest{loc: &location{spec: "plain.img", dev: device.NewMem(8 << 20)}, zeroFrom: 0}
-	zd := &dest{loc: &location{spec: "/dev/zoned0", dev: z}, zeroFrom: 0}
+	plain := &dest{loc: &location{Spec: "plain.img", Dev: device.NewMem(8 << 20)}, zeroFrom: 0}
+	zd := &dest{loc: &location{Spec: "/dev/zoned0", Dev: z}, zeroFrom: 0}
 
 	o := &options{jobs: 4}
 	var msg bytes.Buffer

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/kcopyd/kcopyd/device"
 	"github.com/kcopyd/kcopyd/device/blockdev"
 	"github.com/kcopyd/kcopyd/device/blockdev/looptest"
 )
@@ -29,7 +30,7 @@ func BenchmarkSequentialRead(b *testing.B) {
 			}
 			path := looptest.New(b, size, opts...)
 			d := open(b, path, blockdev.Options{Direct: tc.direct, ReadOnly: true})
-			buf := alignedBuf(chunk, 4096)
+			buf := device.AlignedBuf(chunk, 4096)
 			b.SetBytes(chunk)
 			off := int64(0)
 			for b.Loop() {

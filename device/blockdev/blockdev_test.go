@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -28,16 +27,6 @@ const (
 	MiB = 1 << 20
 	GiB = 1 << 30
 )
-
-// alignedBuf returns n bytes whose address is a multiple of align.
-func alignedBuf(n, align int) []byte {
-	b := make([]byte, n+align)
-	skip := 0
-	if r := int(uintptr(unsafe.Pointer(&b[0])) % uintptr(align)); r != 0 {
-		skip = align - r
-	}
-	return b[skip : skip+n : skip+n]
-}
 
 // pattern returns n bytes that depend on their offset and on seed, so that
 // misplaced data is noticed.
@@ -74,7 +63,7 @@ func open(t testing.TB, path string, opts blockdev.Options) *blockdev.Device {
 func readAll(t testing.TB, d device.Device, off int64, n int) []byte {
 	t.Helper()
 	l := device.LimitsOf(d)
-	b := alignedBuf(n, max(l.MemAlign, 1))
+	b := device.AlignedBuf(n, max(l.MemAlign, 1))
 	if got, err := d.ReadAt(b, off); got != n || err != nil {
 		t.Fatalf("ReadAt(%d bytes, %d) = %d, %v; want %d, nil", n, off, got, err, n)
 	}
@@ -84,7 +73,7 @@ func readAll(t testing.TB, d device.Device, off int64, n int) []byte {
 // writeAll writes p at off through a buffer aligned for d.
 func writeAll(t testing.TB, d device.Device, p []byte, off int64) {
 	t.Helper()
-	b := alignedBuf(len(p), max(device.LimitsOf(d).MemAlign, 1))
+	b := device.AlignedBuf(len(p), max(device.LimitsOf(d).MemAlign, 1))
 	copy(b, p)
 	if got, err := d.WriteAt(b, off); got != len(p) || err != nil {
 		t.Fatalf("WriteAt(%d bytes, %d) = %d, %v; want %d, nil", len(p), off, got, err, len(p))
@@ -297,7 +286,7 @@ func TestPastTheEnd(t *testing.T) {
 			last := pattern(8192, size-8192, 2)
 			writeAll(t, d, last, size-8192)
 
-			b := alignedBuf(8192, 4096)
+			b := device.AlignedBuf(8192, 4096)
 			// A read crossing Size returns the bytes before it and EOF.
 			if n, err := d.ReadAt(b, size-4096); n != 4096 || err != io.EOF {
 				t.Errorf("ReadAt(8192, size-4096) = %d, %v; want 4096, EOF", n, err)
@@ -313,7 +302,7 @@ func TestPastTheEnd(t *testing.T) {
 				t.Errorf("ReadAt(8192, -4096) = %d, %v; want 0, ErrOutOfRange", n, err)
 			}
 			// A write crossing Size writes nothing.
-			junk := alignedBuf(8192, 4096)
+			junk := device.AlignedBuf(8192, 4096)
 			copy(junk, pattern(8192, 0, 3))
 			for _, off := range []int64{size - 4096, size, -4096} {
 				n, err := d.WriteAt(junk, off)
@@ -366,7 +355,7 @@ func TestDirectAlignment4Kn(t *testing.T) {
 			}
 			defer unix.Close(raw)
 
-			page := alignedBuf(64*KiB, 4096)
+			page := device.AlignedBuf(64*KiB, 4096)
 			misalignedMem := page[l.MemAlign/2 : l.MemAlign/2+8192]
 			for _, tc := range []struct {
 				name string
@@ -444,32 +433,20 @@ func TestWriteZeroes(t *testing.T) {
 			got := readAll(t, d, 0, size)
 			want := bytes.Clone(all)
 			clear(want[tc.off : tc.off+tc.len])
-			if i := firstDiff(got, want); i >= 0 {
+			if i := device.FirstDiff(got, want); i >= 0 {
 				t.Fatalf("after WriteZeroes(%d, %d) byte %d = %#x; want %#x", tc.off, tc.len, i, got[i], want[i])
 			}
 			if err := d.Flush(); err != nil {
 				t.Fatal(err)
 			}
-			if got := fileBytes(t, backing, 0, size); firstDiff(got, want) >= 0 {
-				t.Errorf("backing file after WriteZeroes and Flush differs at byte %d", firstDiff(got, want))
+			if got := fileBytes(t, backing, 0, size); device.FirstDiff(got, want) >= 0 {
+				t.Errorf("backing file after WriteZeroes and Flush differs at byte %d", device.FirstDiff(got, want))
 			}
 			if err := d.WriteZeroes(0, 0); err != nil {
 				t.Errorf("WriteZeroes(0, 0) = %v; want nil", err)
 			}
 		})
 	}
-}
-
-func firstDiff(a, b []byte) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	if len(a) != len(b) {
-		return min(len(a), len(b))
-	}
-	return -1
 }
 
 // TestWriteZeroesHuge zeroes more than one 1 GiB ioctl piece on a sparse
@@ -734,7 +711,7 @@ func TestConcurrent(t *testing.T) {
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
-			buf := alignedBuf(chunk, 4096)
+			buf := device.AlignedBuf(chunk, 4096)
 			for i := range 32 {
 				off := int64((i*workers+w)*chunk) % size
 				copy(buf, pattern(chunk, off, byte(w)))

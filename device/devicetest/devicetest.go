@@ -23,7 +23,6 @@ import (
 	"testing"
 
 	"github.com/kcopyd/kcopyd/device"
-	"github.com/kcopyd/kcopyd/internal/testutil"
 )
 
 // MinSize is the smallest device the suite accepts: 64 KiB.
@@ -144,7 +143,7 @@ func newTester(t *testing.T, open OpenFunc, size int64) *tester {
 func (tt *tester) down(x int64) int64 { return x / tt.unit * tt.unit }
 
 // buf returns a zeroed, suitably aligned buffer of n bytes.
-func (tt *tester) buf(n int64) []byte { return AlignedBuf(int(n), tt.mem) }
+func (tt *tester) buf(n int64) []byte { return device.AlignedBuf(int(n), tt.mem) }
 
 // read reads n bytes at off, in calls of at most maxN bytes, and fails the
 // test on any error or short count.
@@ -197,27 +196,11 @@ func (tt *tester) fill(seed uint64, off, n int64) []byte {
 	return p
 }
 
-// firstDiff returns the index of the first byte where a and b differ, or
-// -1 when they are equal.
-var firstDiff = testutil.FirstDiff
+// firstDiff is device.FirstDiff: -1 when a and b are equal.
+var firstDiff = device.FirstDiff
 
-// pattern returns n deterministic pseudo-random bytes for the device range
-// at off, so that any range can be generated independently.
-func pattern(seed uint64, off, n int64) []byte {
-	p := make([]byte, n)
-	for i := range p {
-		pos := uint64(off) + uint64(i)
-		p[i] = byte(splitmix(seed^pos/8*0x9e3779b97f4a7c15) >> (pos % 8 * 8))
-	}
-	return p
-}
-
-func splitmix(x uint64) uint64 {
-	x += 0x9e3779b97f4a7c15
-	x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
-	x = (x ^ x>>27) * 0x94d049bb133111eb
-	return x ^ x>>31
-}
+// pattern returns Pattern(seed, off, n) for the suite's int64 lengths.
+func pattern(seed uint64, off, n int64) []byte { return Pattern(seed, off, int(n)) }
 
 func (tt *tester) testLimits() {
 	t, lim := tt.t, tt.lim

@@ -78,7 +78,7 @@ func (r *recorder) Errorf(format string, args ...any) {
 func TestStrictReports(t *testing.T) {
 	r := &recorder{TB: t}
 	d := devicetest.Strict(r, device.NewMem(1<<20), device.Limits{OffsetAlign: 512, MemAlign: 512, MaxTransfer: 4096, MaxWriteZeroes: 8192})
-	p := devicetest.AlignedBuf(8192, 4096)
+	p := device.AlignedBuf(8192, 4096)
 	for _, c := range []struct {
 		name string
 		err  error

@@ -4,6 +4,7 @@ import (
 	"os/exec"
 	"testing"
 
+	"github.com/kcopyd/kcopyd/device/devicetest"
 	"github.com/kcopyd/kcopyd/device/nbd"
 	"github.com/kcopyd/kcopyd/device/nbd/nbdtest"
 )
@@ -21,14 +22,9 @@ func open(tb testing.TB, location string, cfg *nbd.Config) *nbd.Device {
 	return nbdtest.Open(tb, location, cfg)
 }
 
-// pattern fills p with bytes that depend on the absolute offset off and a
-// seed, so that misplaced data is detected.
-func pattern(p []byte, off int64, seed byte) {
-	for i := range p {
-		x := uint64(off+int64(i)) * 0x9E3779B97F4A7C15
-		p[i] = byte(x>>56) ^ seed
-	}
-}
+// pattern fills p with the test pattern for seed at the absolute offset
+// off (devicetest.FillPattern), so that misplaced data is detected.
+func pattern(p []byte, off int64, seed byte) { devicetest.FillPattern(p, uint64(seed), off) }
 
 func mib(n int64) int64 { return n << 20 }
 

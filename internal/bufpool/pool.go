@@ -29,6 +29,7 @@ import (
 	"sync"
 	"unsafe"
 
+	"github.com/kcopyd/kcopyd/device"
 	"github.com/kcopyd/kcopyd/internal/invariants"
 )
 
@@ -91,14 +92,7 @@ func (p *Pool) classOf(n int) int { return min(class(n), len(p.sizes)-1) }
 // Alloc returns n bytes whose address is a multiple of Align, outside any
 // pool: for buffers that live as long as the program, such as a shared zero
 // buffer, and for the few callers that need one aligned buffer.
-func Alloc(n int) []byte {
-	b := make([]byte, n+Align)
-	off := 0
-	if r := int(uintptr(unsafe.Pointer(unsafe.SliceData(b))) % Align); r != 0 {
-		off = Align - r
-	}
-	return b[off : off+n : off+n]
-}
+func Alloc(n int) []byte { return device.AlignedBuf(n, Align) }
 
 // MaxSize returns the size of the largest buffer Get can return.
 func (p *Pool) MaxSize() int { return p.sizes[len(p.sizes)-1] }

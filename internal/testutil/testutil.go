@@ -11,69 +11,33 @@ package testutil
 
 import (
 	"bytes"
-	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"testing"
-	"unsafe"
 
 	"go.uber.org/goleak"
 
 	"github.com/kcopyd/kcopyd/device"
+	"github.com/kcopyd/kcopyd/device/devicetest"
 )
 
 // chunk is the largest transfer the helpers issue in one call.
 const chunk = 1 << 20
 
-// Pattern returns n bytes of the pattern for seed as it lies at byte offset
-// off. The pattern is pseudo-random and deterministic: Pattern(s, off, n)
-// equals Pattern(s, 0, off+n)[off:], so any range can be generated and
-// checked on its own. Different seeds give unrelated patterns.
-func Pattern(seed uint64, off int64, n int) []byte {
-	p := make([]byte, n)
-	FillPattern(p, seed, off)
-	return p
-}
+// Pattern and FillPattern are devicetest's pattern generator, the one the
+// conformance suite writes: Pattern(seed, off, n) is the pattern for seed as
+// it lies at byte offset off, so any range can be generated and checked on
+// its own.
+var (
+	Pattern     = devicetest.Pattern
+	FillPattern = devicetest.FillPattern
+)
 
-// FillPattern overwrites p with the pattern for seed at byte offset off.
-func FillPattern(p []byte, seed uint64, off int64) {
-	if off < 0 {
-		panic(fmt.Sprintf("testutil.FillPattern: negative offset %d", off))
-	}
-	i := 0
-	for i < len(p) {
-		pos := uint64(off) + uint64(i)
-		word := splitmix(seed ^ (pos/8)*0x9e3779b97f4a7c15)
-		for b := pos % 8; b < 8 && i < len(p); b++ {
-			p[i] = byte(word >> (b * 8))
-			i++
-		}
-	}
-}
-
-// splitmix is the SplitMix64 finaliser.
-func splitmix(x uint64) uint64 {
-	x += 0x9e3779b97f4a7c15
-	x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
-	x = (x ^ x>>27) * 0x94d049bb133111eb
-	return x ^ x>>31
-}
-
-// AlignedBuf returns a zeroed slice of n bytes whose address is a multiple
-// of align (a power of two; 0 and 1 mean none).
-func AlignedBuf(n, align int) []byte {
-	if align <= 1 {
-		return make([]byte, n)
-	}
-	if align&(align-1) != 0 {
-		panic(fmt.Sprintf("testutil.AlignedBuf: alignment %d is not a power of two", align))
-	}
-	b := make([]byte, n+align)
-	skip := 0
-	if r := int(uintptr(unsafe.Pointer(&b[0])) & uintptr(align-1)); r != 0 {
-		skip = align - r
-	}
-	return b[skip : skip+n : skip+n]
-}
+// FirstDiff is device.FirstDiff: the index of the first byte where a and b
+// differ, -1 when they are equal, the shorter length when one is a prefix
+// of the other.
+var FirstDiff = device.FirstDiff
 
 // chunkLen returns the transfer size for d: 1 MiB or MaxTransfer, rounded
 // down to OffsetAlign.
@@ -94,7 +58,7 @@ func chunkLen(d device.Device) int64 {
 func WriteRange(tb testing.TB, d device.Device, off int64, data []byte) {
 	tb.Helper()
 	n := chunkLen(d)
-	p := AlignedBuf(int(min(n, int64(len(data)))), device.LimitsOf(d).MemAlign)
+	p := device.AlignedBuf(int(min(n, int64(len(data)))), device.LimitsOf(d).MemAlign)
 	for done := 0; done < len(data); {
 		c := p[:copy(p, data[done:])]
 		if m, err := d.WriteAt(c, off+int64(done)); m != len(c) || err != nil {
@@ -110,7 +74,7 @@ func ReadRange(tb testing.TB, d device.Device, off, n int64) []byte {
 	tb.Helper()
 	out := make([]byte, n)
 	c := chunkLen(d)
-	p := AlignedBuf(int(min(c, n)), device.LimitsOf(d).MemAlign)
+	p := device.AlignedBuf(int(min(c, n)), device.LimitsOf(d).MemAlign)
 	for done := int64(0); done < n; {
 		q := p[:min(c, n-done)]
 		m, err := d.ReadAt(q, off+done)
@@ -177,21 +141,6 @@ func RandomDevice(tb testing.TB, size int64, seed uint64) *device.Mem {
 	return m
 }
 
-// FirstDiff returns the index of the first byte where a and b differ, or
-// -1 when they are equal. When one is a prefix of the other, it returns
-// the shorter length.
-func FirstDiff(a, b []byte) int {
-	if bytes.Equal(a, b) {
-		return -1
-	}
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	return min(len(a), len(b))
-}
-
 // EqualRange reports, with tb.Errorf, whether n bytes of a at aoff equal n
 // bytes of b at boff. On a difference it names the first differing byte
 // by its offset in both devices.
@@ -210,6 +159,17 @@ func EqualRange(tb testing.TB, a device.Device, aoff int64, b device.Device, bof
 		}
 	}
 	return true
+}
+
+// WriteFile writes data to a new file name in dir (0644) and returns its
+// path, failing the test on an error.
+func WriteFile(tb testing.TB, dir, name string, data []byte) string {
+	tb.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	return p
 }
 
 // CheckLeaks fails the test if it leaves goroutines running that were not

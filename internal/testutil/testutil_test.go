@@ -1,12 +1,10 @@
 package testutil_test
 
 import (
-	"bytes"
 	"fmt"
 	"strings"
 	"sync"
 	"testing"
-	"unsafe"
 
 	"github.com/kcopyd/kcopyd/device"
 	"github.com/kcopyd/kcopyd/internal/testutil"
@@ -40,39 +38,6 @@ func (r *recorder) Cleanup(f func()) { r.cleanups = append(r.cleanups, f) }
 func (r *recorder) runCleanups() {
 	for i := len(r.cleanups) - 1; i >= 0; i-- {
 		r.cleanups[i]()
-	}
-}
-
-func TestPatternRanges(t *testing.T) {
-	all := testutil.Pattern(7, 0, 10000)
-	for _, r := range []struct{ off, n int }{{0, 1}, {1, 7}, {3, 8}, {8, 8}, {4093, 17}, {9999, 1}, {1234, 5678}} {
-		if got := testutil.Pattern(7, int64(r.off), r.n); !bytes.Equal(got, all[r.off:r.off+r.n]) {
-			t.Errorf("Pattern(7, %d, %d) differs from Pattern(7, 0, 10000)[%d:%d]", r.off, r.n, r.off, r.off+r.n)
-		}
-	}
-	if bytes.Equal(all, testutil.Pattern(8, 0, 10000)) {
-		t.Error("Pattern(7, ...) == Pattern(8, ...)")
-	}
-	if bytes.Count(all, []byte{0}) > 100 {
-		t.Errorf("Pattern(7, 0, 10000) has %d zero bytes; want about 40", bytes.Count(all, []byte{0}))
-	}
-	// The pattern at a large offset is not a shifted copy of its start.
-	if bytes.Equal(testutil.Pattern(7, 1<<40, 4096), all[:4096]) {
-		t.Error("Pattern(7, 1<<40, 4096) == Pattern(7, 0, 4096)")
-	}
-}
-
-func TestAlignedBuf(t *testing.T) {
-	for _, align := range []int{0, 1, 2, 512, 4096} {
-		for _, n := range []int{0, 1, 4096} {
-			b := testutil.AlignedBuf(n, align)
-			if len(b) != n || cap(b) != n {
-				t.Errorf("AlignedBuf(%d, %d) has len %d, cap %d; want %d, %d", n, align, len(b), cap(b), n, n)
-			}
-			if n > 0 && align > 1 && uintptr(unsafe.Pointer(&b[0]))%uintptr(align) != 0 {
-				t.Errorf("AlignedBuf(%d, %d) is at %p; want a multiple of %d", n, align, &b[0], align)
-			}
-		}
 	}
 }
 
@@ -128,19 +93,6 @@ func TestCheckZero(t *testing.T) {
 	r := &recorder{TB: t}
 	if testutil.CheckZero(r, d, 0, d.Size()) || len(r.errs) != 1 || !strings.Contains(r.errs[0], "12345") {
 		t.Errorf("CheckZero with a 1 at 12345 reported %q; want one error naming 12345", r.errs)
-	}
-}
-
-func TestFirstDiff(t *testing.T) {
-	for _, tt := range []struct {
-		a, b string
-		want int
-	}{
-		{"", "", -1}, {"abc", "abc", -1}, {"abc", "abd", 2}, {"abc", "ab", 2}, {"", "x", 0}, {"xbc", "abc", 0},
-	} {
-		if got := testutil.FirstDiff([]byte(tt.a), []byte(tt.b)); got != tt.want {
-			t.Errorf("FirstDiff(%q, %q) = %d; want %d", tt.a, tt.b, got, tt.want)
-		}
 	}
 }
 
