@@ -368,3 +368,43 @@ func TestLocationSwapped(t *testing.T) {
 		t.Errorf("files changed: %s; want %s", after, before)
 	}
 }
+
+// TestBlockDirect opens a loop device with Options.BlockDirect: O_DIRECT
+// (the device's sector alignment applies, AutoDirect is set), and
+// ReopenBuffered turns it into a page-cache device of the same storage.
+// Without BlockDirect, or with Direct, AutoDirect stays false.
+func TestBlockDirect(t *testing.T) {
+	if err := looptest.Available(); err != nil {
+		t.Skipf("loop devices: %v", err)
+	}
+	dev := looptest.New(t, 4<<20, looptest.SectorSize(4096))
+	l, err := location.Open(t.Context(), dev, &location.Options{Write: true, BlockDirect: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if !l.AutoDirect || device.LimitsOf(l.Dev).OffsetAlign != 4096 {
+		t.Fatalf("BlockDirect open: AutoDirect %v, OffsetAlign %d; want true, 4096", l.AutoDirect, device.LimitsOf(l.Dev).OffsetAlign)
+	}
+	id := device.IdentityOf(l.Dev)
+	if err := l.ReopenBuffered(); err != nil {
+		t.Fatal(err)
+	}
+	if l.AutoDirect || device.LimitsOf(l.Dev).OffsetAlign > 1 || device.IdentityOf(l.Dev) != id {
+		t.Fatalf("after ReopenBuffered: AutoDirect %v, OffsetAlign %d, identity %s (was %s); want false, 1, the same", l.AutoDirect, device.LimitsOf(l.Dev).OffsetAlign, device.IdentityOf(l.Dev), id)
+	}
+	// Unaligned I/O works through the page cache now.
+	if _, err := l.Dev.WriteAt([]byte("x"), 513); err != nil {
+		t.Fatalf("unaligned write after ReopenBuffered: %v", err)
+	}
+	for _, o := range []*location.Options{{}, {Direct: true, BlockDirect: true}} {
+		m, err := location.Open(t.Context(), dev, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.AutoDirect {
+			t.Errorf("Open with %+v: AutoDirect set", *o)
+		}
+		m.Close()
+	}
+}
