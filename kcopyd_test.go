@@ -245,6 +245,16 @@ func TestCallbackMaySubmit(t *testing.T) {
 func TestZeroLengthCompletesLater(t *testing.T) {
 	c := newClient(t, nil)
 	dst := device.NewMem(10)
+	// Hold the worker in a callback of its own, so that a callback that
+	// runs before Copy returns can only have run inside Copy (the check
+	// below once raced with the worker running it promptly).
+	gate, held := make(chan struct{}), make(chan struct{})
+	h, err := c.PrepareCallback(func(bool, uint64, error) { close(held); <-gate })
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.DoCallback(h, false, 0)
+	<-held
 	var ran atomic.Bool
 	job, err := c.Copy(context.Background(), kcopyd.Region{Dev: device.NewMem(10)}, []kcopyd.Region{{Dev: dst}}, 0,
 		func(r bool, w uint64, err error) {
@@ -260,6 +270,7 @@ func TestZeroLengthCompletesLater(t *testing.T) {
 		// Spec §8.1: never inline.
 		t.Fatal("callback ran inside Copy")
 	}
+	close(gate)
 	if err := job.Wait(context.Background()); err != nil || !ran.Load() {
 		t.Fatalf("Wait = %v, ran = %v", err, ran.Load())
 	}
