@@ -157,6 +157,7 @@ func (c *Client) releaseDelayed() {
 	}
 	var due, dropped jobList
 	c.mu.Lock()
+	head := c.mu.delayed.head
 	now := th.now()
 	if th.Rate() == 0 {
 		now = math.MaxInt64 // the rate was turned off: all are due
@@ -179,7 +180,9 @@ func (c *Client) releaseDelayed() {
 	}
 	due.spliceBack(&c.mu.io)
 	c.mu.io = due
-	if c.mu.delayStop != nil && c.mu.delayStop() {
+	// Re-arm only for a new head: the timer armed for the head still
+	// there is right.
+	if c.mu.delayed.head != head && c.mu.delayStop != nil && c.mu.delayStop() {
 		c.mu.delayStop = nil
 	}
 	if c.mu.delayStop == nil {

@@ -385,9 +385,18 @@ func (t *Throttle) AfterFunc(d time.Duration, f func()) (stop func() bool) {
 	if t.realClock {
 		return time.AfterFunc(d, f).Stop
 	}
+	// An injected sleep advances the injected clock by what it is given,
+	// so sleep only what is left until the deadline, and not at all once
+	// stopped: a stopped or late timer must not move the clock further.
 	var stopped atomic.Bool
+	deadline := t.now() + d
 	go func() {
-		t.sleep(d)
+		if stopped.Load() {
+			return
+		}
+		if left := deadline - t.now(); left > 0 {
+			t.sleep(left)
+		}
 		if !stopped.Swap(true) {
 			f()
 		}
