@@ -20,7 +20,7 @@ var importRules = map[string][]string{
 	"M":                           {"M/device", "M/internal/bufpool", "M/internal/dmio", "M/internal/invariants", "M/internal/throttle"},
 	"M/batch":                     {"M", "M/device", "M/plan"},
 	"M/bench/cmd/regionloop":      {"golang.org/x/sys/unix"},
-	"M/clone":                     {"M", "M/device"},
+	"M/clone":                     {"M", "M/device", "M/units"},
 	"M/clone/cloneserver":         {"M/clone", "M/device", "M/device/nbd/nbdserver", "M/location"},
 	"M/cmd/kcopyd":                {"M", "M/batch", "M/clone", "M/clone/cloneserver", "M/mapfile", "M/plan", "M/device", "M/device/blockdev", "M/device/nbd", "M/device/nbd/nbdserver", "M/location", "M/ratefile", "M/units", "github.com/spf13/", "github.com/vbauerster/mpb/", "golang.org/x/sys/unix"},
 	"M/device":                    {"M/internal/uring", "golang.org/x/sys/unix"},

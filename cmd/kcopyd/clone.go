@@ -197,7 +197,7 @@ func (r *cloneRun) finish(interrupted bool, serveErr error) error {
 	closeErr := r.s.Close()
 	st := r.s.Clone.Status()
 	if !r.o.quiet {
-		fmt.Fprintln(r.e.stderr, "kcopyd: clone: "+statusLine(st))
+		fmt.Fprintln(r.e.stderr, "kcopyd: clone: "+st.String())
 	}
 	var err error
 	switch {
@@ -236,22 +236,6 @@ func (r *cloneRun) report(st clone.Status, err error) error {
 	return enc.Encode(rep)
 }
 
-// statusLine describes a clone's progress in one line.
-func statusLine(st clone.Status) string {
-	s := fmt.Sprintf("%s of %s hydrated (%.1f%%)", humanSize(float64(st.HydratedBytes)), humanSize(float64(st.Size)), 100*float64(st.HydratedBytes)/float64(st.Size))
-	if st.Rate > 0 && !st.Done {
-		eta := time.Duration(float64(st.Size-st.HydratedBytes) / st.Rate * float64(time.Second)).Round(time.Second)
-		s += fmt.Sprintf(", %s/s, ETA %s", humanSize(st.Rate), eta)
-	}
-	if st.FailedRegions > 0 {
-		s += fmt.Sprintf(", %d regions failed to copy (retrying): %s", st.FailedRegions, st.LastError)
-	}
-	if st.Done {
-		s += ", complete"
-	}
-	return s
-}
-
 // progress shows the clone's progress until the returned function is
 // called: a line rewritten in place on a terminal, a line every
 // --progress-interval otherwise, nothing with --quiet.
@@ -280,7 +264,7 @@ func (r *cloneRun) progress() (stop func()) {
 				return
 			case <-t.C:
 			}
-			if line := "kcopyd: clone: " + statusLine(r.s.Clone.Status()); tty {
+			if line := "kcopyd: clone: " + r.s.Clone.Status().String(); tty {
 				fmt.Fprint(r.e.stderr, "\r\033[K"+line)
 			} else {
 				fmt.Fprintln(r.e.stderr, line)
