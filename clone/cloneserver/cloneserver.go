@@ -76,6 +76,12 @@ type Config struct {
 	// stops; those still running after it are dropped, which NBD.Logf is
 	// told. Default nbdserver.DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
+	// Progress, when not nil, is called with the clone's status every
+	// ProgressInterval while Serve runs, on a goroutine of Serve's, which
+	// waits for the last call to return before it returns. Default nil.
+	Progress func(clone.Status)
+	// ProgressInterval is the interval of Progress calls. Default 1s.
+	ProgressInterval time.Duration
 	// Names name options in the advice of error messages. Default: the
 	// names of the Config fields.
 	Names Names
@@ -93,6 +99,9 @@ func (c *Config) withDefaults() Config {
 	d := *c
 	if d.ShutdownTimeout == 0 {
 		d.ShutdownTimeout = nbdserver.DefaultShutdownTimeout
+	}
+	if d.ProgressInterval <= 0 {
+		d.ProgressInterval = time.Second
 	}
 	if d.Names.CreateDest == "" {
 		d.Names.CreateDest = "Config.CreateDest"
@@ -227,10 +236,31 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 			s.stopWhenDone(runCtx, cl, stop)
 		}()
 	}
+	if s.cfg.Progress != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.progress(runCtx)
+		}()
+	}
 	err := s.nbd.Run(runCtx, cl, s.cfg.ShutdownTimeout)
 	stop()
 	wg.Wait()
 	return err
+}
+
+// progress calls Config.Progress every ProgressInterval until ctx ends.
+func (s *Server) progress(ctx context.Context) {
+	t := time.NewTicker(s.cfg.ProgressInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.cfg.Progress(s.Clone.Status())
+		}
+	}
 }
 
 // stopWhenDone calls stop once the clone is hydrated and then no client

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kcopyd/kcopyd"
 	"github.com/kcopyd/kcopyd/clone"
@@ -114,6 +115,14 @@ func TestServeStopsAndResumes(t *testing.T) {
 		Source: srv.URI, Dest: testutil.WriteFile(t, dir, "dst.img", make([]byte, size)),
 		Metadata: filepath.Join(dir, "meta"), Clone: clone.Options{RegionSize: 64 << 10, BatchSize: 1, Throttle: th},
 	}
+	calls := make(chan clone.Status, 64)
+	cfg.Progress = func(st clone.Status) {
+		select {
+		case calls <- st:
+		default:
+		}
+	}
+	cfg.ProgressInterval = time.Millisecond
 	s, err := cloneserver.Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -121,17 +130,29 @@ func TestServeStopsAndResumes(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	sv, _ := listen(t)
 	sv.start(ctx, s)
+	select {
+	case st := <-calls:
+		if st.Size != size || st.Done {
+			t.Errorf("Progress got %+v", st)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Progress was not called")
+	}
 	cancel()
 	if err := <-sv.done; err != nil {
 		t.Fatalf("Serve = %v", err)
 	}
+	n := len(calls)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if st := s.Clone.Status(); st.Done {
 		t.Fatalf("a clone at 64 KiB/s was done at once: %+v", st)
 	}
-	cfg.Clone.Throttle, cfg.UntilHydrated = nil, true
+	if len(calls) != n {
+		t.Error("Progress was called after Serve returned")
+	}
+	cfg.Clone.Throttle, cfg.UntilHydrated, cfg.Progress = nil, true, nil
 	s, err = cloneserver.Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("resuming: %v", err)

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -157,7 +156,7 @@ func runClone(ctx context.Context, e *env, o *cloneOptions, cmd *cobra.Command, 
 		defer os.Remove(o.serve.socket)
 	}
 	r := &cloneRun{e: e, o: o, start: time.Now()}
-	if r.s, err = cloneserver.Open(ctx, o.config(e, args, th, tc)); err != nil {
+	if r.s, err = cloneserver.Open(ctx, r.config(args, th, tc)); err != nil {
 		ln.Close()
 		return inputError(err)
 	}
@@ -172,22 +171,44 @@ func runClone(ctx context.Context, e *env, o *cloneOptions, cmd *cobra.Command, 
 	if o.rateFile != "" {
 		go watchRateFile(watchCtx, o.rateFile, rateContent, r.s.Clone.Throttle(), e.stderr, rateFilePoll)
 	}
-	stopProgress := r.progress()
 	serveErr := r.s.Serve(ctx, ln)
-	stopProgress()
+	if !o.quiet && isTerminal(e.stderr) {
+		fmt.Fprint(e.stderr, "\r\033[K") // the last progress line
+	}
 	return r.finish(ctx.Err() != nil, serveErr)
 }
 
 // config maps the flags to the clone's configuration.
-func (o *cloneOptions) config(e *env, args []string, th *kcopyd.Throttle, tc *tls.Config) *cloneserver.Config {
-	return &cloneserver.Config{
+func (r *cloneRun) config(args []string, th *kcopyd.Throttle, tc *tls.Config) *cloneserver.Config {
+	o := r.o
+	c := &cloneserver.Config{
 		Source: args[0], Dest: args[1], CreateDest: o.create, Metadata: o.metadata,
 		Clone: clone.Options{RegionSize: o.regionSize.n, BatchSize: o.batchSize, Throttle: th},
 		// buffered: the clone serves NBD requests of any alignment.
 		Location:      *openMode{buffered: true, nbd: &o.nbd}.options(),
-		NBD:           *o.serve.serverOptions(e, "clone", tc),
+		NBD:           *o.serve.serverOptions(r.e, "clone", tc),
 		UntilHydrated: o.untilHydrated,
 		Names:         cloneserver.Names{CreateDest: "--create", Metadata: "--metadata"},
+	}
+	if !o.quiet {
+		c.Progress, c.ProgressInterval = r.progress(), o.progressInterval
+		if isTerminal(r.e.stderr) {
+			c.ProgressInterval = time.Second
+		}
+	}
+	return c
+}
+
+// progress returns the progress display: a line rewritten in place on a
+// terminal, a line every --progress-interval otherwise.
+func (r *cloneRun) progress() func(clone.Status) {
+	tty := isTerminal(r.e.stderr)
+	return func(st clone.Status) {
+		if line := "kcopyd: clone: " + st.String(); tty {
+			fmt.Fprint(r.e.stderr, "\r\033[K"+line)
+		} else {
+			fmt.Fprintln(r.e.stderr, line)
+		}
 	}
 }
 
@@ -234,42 +255,4 @@ func (r *cloneRun) report(st clone.Status, err error) error {
 	}
 	enc := json.NewEncoder(r.e.stdout)
 	return enc.Encode(rep)
-}
-
-// progress shows the clone's progress until the returned function is
-// called: a line rewritten in place on a terminal, a line every
-// --progress-interval otherwise, nothing with --quiet.
-func (r *cloneRun) progress() (stop func()) {
-	if r.o.quiet {
-		return func() {}
-	}
-	tty := isTerminal(r.e.stderr)
-	interval := r.o.progressInterval
-	if tty {
-		interval = time.Second
-	}
-	quit := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-quit:
-				if tty {
-					fmt.Fprint(r.e.stderr, "\r\033[K")
-				}
-				return
-			case <-t.C:
-			}
-			if line := "kcopyd: clone: " + r.s.Clone.Status().String(); tty {
-				fmt.Fprint(r.e.stderr, "\r\033[K"+line)
-			} else {
-				fmt.Fprintln(r.e.stderr, line)
-			}
-		}
-	}()
-	return func() { close(quit); wg.Wait() }
 }
