@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/kcopyd/kcopyd/device/nbd/internal/proto"
 	"github.com/kcopyd/kcopyd/device/nbd/nbdserver"
@@ -104,11 +105,20 @@ func TestLoadTLSConfigErrors(t *testing.T) {
 	}
 }
 
-// TestRunStopsOnContext: Run serves until its context ends, answers the
-// request in flight, and returns nil; the socket is gone afterwards.
-func TestRunStopsOnContext(t *testing.T) {
+// running is a server in Run on a fresh socket, its reads gated, with
+// one read of 4096 bytes (cookie 7) held at the gate.
+type running struct {
+	g      *gate
+	sock   string
+	r      *rawClient
+	cancel context.CancelFunc
+	ran    chan error
+}
+
+// runWithRead starts Run with grace and a read held in the device.
+func runWithRead(t *testing.T, o *nbdserver.Options, grace time.Duration) *running {
 	g := newGate()
-	srv, err := nbdserver.New(g.wrap(memDev(t, 1<<20)), nil)
+	srv, err := nbdserver.New(g.wrap(memDev(t, 1<<20)), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,21 +129,28 @@ func TestRunStopsOnContext(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan error, 1)
-	go func() { ran <- srv.Run(ctx, l, nbdserver.DefaultShutdownTimeout) }()
-	r := dialRaw(t, &served{sock: sock})
-	r.start(false, false)
-	r.request(proto.CmdRead, 0, 7, 0, 4096, nil)
+	rn := &running{g: g, sock: sock, cancel: cancel, ran: make(chan error, 1)}
+	go func() { rn.ran <- srv.Run(ctx, l, grace) }()
+	rn.r = dialRaw(t, &served{sock: sock})
+	rn.r.start(false, false)
+	rn.r.request(proto.CmdRead, 0, 7, 0, 4096, nil)
 	g.wait(t, 1)
-	cancel()
-	g.open <- struct{}{}
-	if cookie, e, _ := r.reply(); cookie != 7 || e != 0 {
+	return rn
+}
+
+// TestRunStopsOnContext: Run serves until its context ends, answers the
+// request in flight, and returns nil; the socket is gone afterwards.
+func TestRunStopsOnContext(t *testing.T) {
+	rn := runWithRead(t, nil, nbdserver.DefaultShutdownTimeout)
+	rn.cancel()
+	rn.g.open <- struct{}{}
+	if cookie, e, _ := rn.r.reply(); cookie != 7 || e != 0 {
 		t.Fatalf("the read in flight at the cancellation was answered %d, error %d", cookie, e)
 	}
-	if err := <-ran; err != nil {
+	if err := <-rn.ran; err != nil {
 		t.Fatalf("Run = %v; want nil", err)
 	}
-	if _, err := os.Lstat(sock); !os.IsNotExist(err) {
+	if _, err := os.Lstat(rn.sock); !os.IsNotExist(err) {
 		t.Errorf("the socket is still there: %v", err)
 	}
 }
@@ -141,34 +158,17 @@ func TestRunStopsOnContext(t *testing.T) {
 // TestRunGrace: a request stuck in the device past the grace is dropped,
 // and Logf is told.
 func TestRunGrace(t *testing.T) {
-	g := newGate()
 	var mu sync.Mutex
 	var logs []string
-	srv, err := nbdserver.New(g.wrap(memDev(t, 1<<20)), &nbdserver.Options{Logf: func(f string, a ...any) {
+	rn := runWithRead(t, &nbdserver.Options{Logf: func(f string, a ...any) {
 		mu.Lock()
 		defer mu.Unlock()
 		logs = append(logs, f)
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.releaseAtEnd(t)
-	sock := filepath.Join(nbdtest.ShortDir(t), "s")
-	l, err := nbdserver.ListenUnix(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan error, 1)
-	go func() { ran <- srv.Run(ctx, l, 0) }()
-	r := dialRaw(t, &served{sock: sock})
-	r.start(false, false)
-	r.request(proto.CmdRead, 0, 1, 0, 4096, nil)
-	g.wait(t, 1)
-	cancel()
-	r.expectClosed()
-	g.open <- struct{}{} // the device call ends; Run can return
-	if err := <-ran; err != nil {
+	}}, 0)
+	rn.cancel()
+	rn.r.expectClosed()
+	rn.g.open <- struct{}{} // the device call ends; Run can return
+	if err := <-rn.ran; err != nil {
 		t.Fatalf("Run = %v; want nil", err)
 	}
 	mu.Lock()
