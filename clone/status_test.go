@@ -23,3 +23,13 @@ func TestStatusString(t *testing.T) {
 		}
 	}
 }
+
+func TestValidRegionSize(t *testing.T) {
+	for rs, want := range map[int64]bool{
+		0: false, 2048: false, 4096: true, 12 << 10: false, 64 << 10: true, 1 << 30: true, 2 << 30: false, -4096: false,
+	} {
+		if got := clone.ValidRegionSize(rs); got != want {
+			t.Errorf("ValidRegionSize(%d) = %v; want %v", rs, got, want)
+		}
+	}
+}

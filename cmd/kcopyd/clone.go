@@ -118,7 +118,7 @@ func (o *cloneOptions) check(cmd *cobra.Command, args []string) error {
 	case o.progressInterval <= 0:
 		return usageErrorf("--progress-interval must be positive")
 	}
-	if o.regionSize.set && (o.regionSize.n < clone.MinRegionSize || o.regionSize.n > clone.MaxRegionSize || o.regionSize.n&(o.regionSize.n-1) != 0) {
+	if o.regionSize.set && !clone.ValidRegionSize(o.regionSize.n) {
 		return usageErrorf("--region-size must be a power of two from 4KiB to 1GiB, got %d", o.regionSize.n)
 	}
 	if err := o.serve.check(args[:1]); err != nil {
