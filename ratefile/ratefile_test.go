@@ -13,9 +13,12 @@ import (
 	"time"
 
 	"github.com/kcopyd/kcopyd"
+	"github.com/kcopyd/kcopyd/internal/testutil"
 	"github.com/kcopyd/kcopyd/ratefile"
 	"github.com/kcopyd/kcopyd/units"
 )
+
+func TestMain(m *testing.M) { testutil.VerifyTestMain(m) }
 
 // put replaces the file at path with content atomically, so that Follow
 // never reads half of it.
