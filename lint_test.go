@@ -20,8 +20,9 @@ var importRules = map[string][]string{
 	"M":                           {"M/device", "M/internal/bufpool", "M/internal/dmio", "M/internal/invariants", "M/internal/throttle"},
 	"M/batch":                     {"M", "M/device", "M/plan"},
 	"M/bench/cmd/regionloop":      {"golang.org/x/sys/unix"},
-	"M/clone":                     {"M", "M/device"},
-	"M/cmd/kcopyd":                {"M", "M/batch", "M/clone", "M/mapfile", "M/plan", "M/device", "M/device/blockdev", "M/device/nbd", "M/device/nbd/nbdserver", "M/location", "github.com/spf13/", "github.com/vbauerster/mpb/", "golang.org/x/sys/unix"},
+	"M/clone":                     {"M", "M/device", "M/units"},
+	"M/clone/cloneserver":         {"M/clone", "M/device", "M/device/nbd/nbdserver", "M/location"},
+	"M/cmd/kcopyd":                {"M", "M/batch", "M/clone", "M/clone/cloneserver", "M/mapfile", "M/plan", "M/device", "M/device/blockdev", "M/device/nbd", "M/device/nbd/nbdserver", "M/location", "M/ratefile", "M/units", "github.com/spf13/", "github.com/vbauerster/mpb/", "golang.org/x/sys/unix"},
 	"M/device":                    {"M/internal/uring", "golang.org/x/sys/unix"},
 	"M/device/blockdev":           {"M/device", "M/internal/uring", "golang.org/x/sys/unix"},
 	"M/device/blockdev/looptest":  {"golang.org/x/sys/unix"},
@@ -40,7 +41,9 @@ var importRules = map[string][]string{
 	"M/internal/uring":            {"golang.org/x/sys/unix"},
 	"M/location":                  {"M/device", "M/device/blockdev", "M/device/nbd", "golang.org/x/sys/unix"},
 	"M/mapfile":                   {},
-	"M/plan":                      {"M/device"},
+	"M/plan":                      {"M/device", "M/units"},
+	"M/ratefile":                  {"M", "M/units"},
+	"M/units":                     {},
 }
 
 // importViolations returns one message per import in imports (package to
