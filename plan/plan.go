@@ -14,10 +14,12 @@
 package plan
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/kcopyd/kcopyd/device"
 )
@@ -111,15 +113,30 @@ type Planner struct {
 	// read; the rest of that region is copied byte for byte. It is
 	// called on Run's goroutine.
 	Warn func(string)
+	// ByOffset hands the regions out in ascending order of Src (of Dest
+	// when Kind is Zero) instead of as listed; Segment.Region still
+	// indexes Regions. The source is then read forwards, the destination
+	// written forwards, and adjacent regions follow on, so package batch
+	// can join them into one job. Set it only when the regions are
+	// independent, as those of a run with many jobs in flight must be:
+	// no region writes what another reads or writes. Default false.
+	ByOffset bool
 }
 
-// Run calls emit with the segments of every region, in order, until emit
+// Run calls emit with the segments of every region, in order (as listed,
+// or by offset under ByOffset), until emit
 // returns false or ctx is done; it returns false then, true when every
 // segment was handed out. Segments tile each region without gaps. A
 // device.ErrNotSupported from Extents falls back to copying silently;
 // other map errors are told to Warn and fall back the same way.
 func (p *Planner) Run(ctx context.Context, emit func(Segment) bool) bool {
-	for ri, rg := range p.Regions {
+	order := p.order()
+	for k := range p.Regions {
+		ri := k
+		if order != nil {
+			ri = order[k]
+		}
+		rg := p.Regions[ri]
 		if rg.Len == 0 {
 			continue // an empty region is done
 		}
@@ -137,6 +154,29 @@ func (p *Planner) Run(ctx context.Context, emit func(Segment) bool) bool {
 		}
 	}
 	return true
+}
+
+// order returns the indexes of Regions in the order Run plans them, or
+// nil for the order they are listed in.
+func (p *Planner) order() []int {
+	if !p.ByOffset {
+		return nil
+	}
+	key := func(rg Region) int64 {
+		if p.Kind == Zero && p.Extents == nil {
+			return rg.Dest
+		}
+		return rg.Src
+	}
+	order := make([]int, len(p.Regions))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int {
+		ra, rb := p.Regions[a], p.Regions[b]
+		return cmp.Or(cmp.Compare(key(ra), key(rb)), cmp.Compare(ra.Dest, rb.Dest))
+	})
+	return order
 }
 
 // regionDests returns the destinations of rg by index.

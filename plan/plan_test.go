@@ -179,3 +179,31 @@ func TestPlannerNoMap(t *testing.T) {
 		t.Error("Run with a done context = true; want false")
 	}
 }
+
+// TestPlannerByOffset checks that ByOffset hands the regions out by source
+// offset (by destination offset when zeroing), each segment still naming
+// its region's index, and that without it they go as listed.
+func TestPlannerByOffset(t *testing.T) {
+	regions := []plan.Region{{Src: 300, Dest: 0, Len: 10}, {Src: 0, Dest: 200, Len: 10}, {Src: 100, Dest: 100, Len: 10}}
+	for _, tt := range []struct {
+		kind     plan.Kind
+		byOffset bool
+		want     []int // regions, in the order planned
+	}{
+		{plan.Copy, false, []int{0, 1, 2}},
+		{plan.Copy, true, []int{1, 2, 0}},
+		{plan.Zero, true, []int{0, 2, 1}},
+	} {
+		p := &plan.Planner{Kind: tt.kind, Regions: regions, ZeroFrom: []int64{plan.Unknown}, ByOffset: tt.byOffset}
+		var got []int
+		for _, s := range collect(t, p) {
+			got = append(got, s.Region)
+			if rg := regions[s.Region]; s.Dest != rg.Dest || s.Len != rg.Len || (tt.kind == plan.Copy && s.Src != rg.Src) {
+				t.Errorf("%v, ByOffset %v: segment %+v is not region %d %+v", tt.kind, tt.byOffset, s, s.Region, rg)
+			}
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("%v, ByOffset %v: regions planned in the order %v; want %v", tt.kind, tt.byOffset, got, tt.want)
+		}
+	}
+}
