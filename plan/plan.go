@@ -123,6 +123,11 @@ type Planner struct {
 	ByOffset bool
 }
 
+// LookAhead is how much of the allocation map the planner asks for at
+// once under ByOffset, beyond the region it plans (within the source's
+// size): one Extents call then serves every small region inside it.
+const LookAhead = 64 << 20
+
 // Run calls emit with the segments of every region, in order (as listed,
 // or by offset under ByOffset), until emit
 // returns false or ctx is done; it returns false then, true when every
@@ -131,6 +136,7 @@ type Planner struct {
 // other map errors are told to Warn and fall back the same way.
 func (p *Planner) Run(ctx context.Context, emit func(Segment) bool) bool {
 	order := p.order()
+	var ahead []device.Extent // the map read last, under ByOffset
 	for k := range p.Regions {
 		ri := k
 		if order != nil {
@@ -149,7 +155,7 @@ func (p *Planner) Run(ctx context.Context, emit func(Segment) bool) bool {
 			}
 			continue
 		}
-		if !p.planRegion(ctx, ri, emit) {
+		if !p.planRegion(ctx, ri, &ahead, emit) {
 			return false
 		}
 	}
@@ -198,6 +204,7 @@ func (p *Planner) align() int64 { return max(p.Align, 1) }
 // when not empty, is a run of holes right after it.
 type regionPlan struct {
 	p       *Planner
+	ahead   *[]device.Extent // see Planner.extents
 	ri      int
 	rg      Region
 	all     []int
@@ -209,9 +216,9 @@ type regionPlan struct {
 
 // planRegion reads region ri's allocation map one step at a time and
 // emits its segments. It returns false when ctx or emit ended it.
-func (p *Planner) planRegion(ctx context.Context, ri int, emit func(Segment) bool) bool {
+func (p *Planner) planRegion(ctx context.Context, ri int, ahead *[]device.Extent, emit func(Segment) bool) bool {
 	rg := p.Regions[ri]
-	rp := &regionPlan{p: p, ri: ri, rg: rg, all: p.regionDests(rg), emit: emit, start: rg.Src}
+	rp := &regionPlan{p: p, ahead: ahead, ri: ri, rg: rg, all: p.regionDests(rg), emit: emit, start: rg.Src}
 	end := rg.Src + rg.Len
 	for pos := rg.Src; pos < end; {
 		if ctx.Err() != nil {
@@ -236,7 +243,7 @@ func (p *Planner) planRegion(ctx context.Context, ri int, emit func(Segment) boo
 // step reads the map from pos (at most Step, not past end) and adds it.
 // It returns the bytes added, -1 when emit stopped, and the map's error.
 func (rp *regionPlan) step(pos, end int64) (int64, error) {
-	exts, err := rp.p.Extents.Extents(pos, min(end-pos, Step))
+	exts, err := rp.p.extents(pos, end, rp.ahead)
 	if err == nil && len(exts) == 0 {
 		err = errors.New("device reported no extents")
 	}
@@ -256,6 +263,60 @@ func (rp *regionPlan) step(pos, end int64) (int64, error) {
 		pos += l
 	}
 	return pos - start, err
+}
+
+// extents returns the map from pos on, at most Step of it and not past
+// end. Under ByOffset it asks for LookAhead at least (within the source's
+// size, when the Extenter has a Size method), keeps the answer in *ahead,
+// and answers from it while it covers pos: the regions planned next start
+// at or after this one.
+func (p *Planner) extents(pos, end int64, ahead *[]device.Extent) ([]device.Extent, error) {
+	n := min(end-pos, Step)
+	if !p.ByOffset {
+		return p.Extents.Extents(pos, n)
+	}
+	if exts := clip(*ahead, pos, pos+n); exts != nil {
+		return exts, nil
+	}
+	*ahead = nil
+	ask := n
+	if d, ok := p.Extents.(interface{ Size() int64 }); ok {
+		ask = max(n, min(LookAhead, d.Size()-pos))
+	}
+	exts, err := p.Extents.Extents(pos, ask)
+	if err != nil || ask == n {
+		return exts, err
+	}
+	*ahead = exts
+	return clip(exts, pos, pos+n), nil
+}
+
+// clip returns the extents of exts (sorted, adjacent) within [off, end),
+// the first starting at off, or nil when exts do not cover off. The
+// result is a new slice: exts is not changed.
+func clip(exts []device.Extent, off, end int64) []device.Extent {
+	i, _ := slices.BinarySearchFunc(exts, off, func(e device.Extent, off int64) int {
+		switch {
+		case e.Off+e.Len <= off:
+			return -1
+		case e.Off > off:
+			return 1
+		}
+		return 0
+	})
+	if i == len(exts) || exts[i].Off > off {
+		return nil
+	}
+	var out []device.Extent
+	for _, e := range exts[i:] {
+		if e.Off >= end {
+			break
+		}
+		e.Len = min(e.Off+e.Len, end) - max(e.Off, off)
+		e.Off = max(e.Off, off)
+		out = append(out, e)
+	}
+	return out
 }
 
 // add takes the next piece [off, off+n) of the map.

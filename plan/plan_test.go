@@ -1,9 +1,11 @@
 package plan_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -205,5 +207,51 @@ func TestPlannerByOffset(t *testing.T) {
 		if !slices.Equal(got, tt.want) {
 			t.Errorf("%v, ByOffset %v: regions planned in the order %v; want %v", tt.kind, tt.byOffset, got, tt.want)
 		}
+	}
+}
+
+// sizedMap is a patternMap with a Size, which the planner's look-ahead
+// needs, and that counts its calls.
+type sizedMap struct {
+	*patternMap
+	calls atomic.Int64
+}
+
+func (m *sizedMap) Size() int64 { return m.size }
+
+func (m *sizedMap) Extents(off, length int64) ([]device.Extent, error) {
+	m.calls.Add(1)
+	return m.patternMap.Extents(off, length)
+}
+
+// TestPlannerLookAhead checks that under ByOffset many small regions in
+// random order are planned from few map reads (LookAhead at a time), and
+// into exactly the segments planned region by region without it.
+func TestPlannerLookAhead(t *testing.T) {
+	const size = 256 << 20
+	rnd := rand.New(rand.NewPCG(1, 2))
+	var regions []plan.Region
+	for _, slot := range rnd.Perm(size / (64 << 10))[:2000] {
+		off := int64(slot) * 64 << 10
+		regions = append(regions, plan.Region{Src: off, Dest: off, Len: 64 << 10})
+	}
+	// 8 KiB of data, then a 200 KiB hole: regions see data, holes and both.
+	m := &sizedMap{patternMap: &patternMap{size: size, data: 8 << 10, hole: 200 << 10}}
+	p := &plan.Planner{Extents: m, Regions: regions, ZeroFrom: []int64{plan.Unknown}, Align: 4096}
+	want := collect(t, p)
+	plain := m.calls.Load()
+	m.calls.Store(0)
+	p.ByOffset = true
+	got := collect(t, p)
+	if calls := m.calls.Load(); calls > size/plan.LookAhead*8 || calls*10 > plain {
+		t.Errorf("%d map reads under ByOffset (%d region by region); want at most a few per LookAhead", calls, plain)
+	}
+	byRegion := func(a, b plan.Segment) int { return cmp.Or(cmp.Compare(a.Region, b.Region), cmp.Compare(a.Src, b.Src)) }
+	slices.SortFunc(want, byRegion)
+	slices.SortFunc(got, byRegion)
+	if !slices.EqualFunc(got, want, func(a, b plan.Segment) bool {
+		return a.Region == b.Region && a.Src == b.Src && a.Dest == b.Dest && a.Len == b.Len && a.Kind == b.Kind && slices.Equal(a.Dests, b.Dests)
+	}) {
+		t.Errorf("segments under ByOffset differ from those planned region by region (%d against %d)", len(got), len(want))
 	}
 }
