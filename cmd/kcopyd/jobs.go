@@ -31,7 +31,10 @@ type planConf struct {
 // progress goes to prog, messages to msgs.
 func (w *writeRun) newBatch(client *kcopyd.Client, dests []*dest, pc planConf, prog progress, msgs io.Writer) *batch.Batch {
 	o := w.o
-	p := &plan.Planner{Extents: pc.ext, Kind: pc.kind, Regions: planRegions(w.regions), Align: pc.align,
+	// The regions are independent (checkRegionOverlaps refused any
+	// overlap), so they run by offset unless --write-seq keeps the
+	// order given.
+	p := &plan.Planner{Extents: pc.ext, Kind: pc.kind, Regions: planRegions(w.regions), Align: pc.align, ByOffset: !o.writeSeq,
 		Warn: func(msg string) {
 			w.warnMu.Lock()
 			defer w.warnMu.Unlock()
