@@ -315,6 +315,7 @@ setup_fanout() {
 	add fanout "dd | tee x3 > 4th; sync FILES" peer 'dd if="$SRC" bs=1M status=none | tee "$D1" "$D2" "$D3" >"$D4" && sync "$D1" "$D2" "$D3" "$D4"' rm_dests check_d4
 	if have dcfldd; then add fanout "dcfldd of= x4; sync FILES" peer 'dcfldd if="$SRC" of="$D1" of="$D2" of="$D3" of="$D4" bs=1M status=off && sync "$D1" "$D2" "$D3" "$D4"' rm_dests check_d4; else skip fanout dcfldd "not installed"; fi
 	add fanout "kcopyd copy --create (4 DESTs)" kcopyd "$KC"' --create "$SRC" "$D1" "$D2" "$D3" "$D4"' rm_dests check_d4
+	add fanout "kcopyd copy --direct --create (4 DESTs)" kcopyd "$KC"' --direct --create "$SRC" "$D1" "$D2" "$D3" "$D4"' rm_dests check_d4
 }
 setup_zero_file() {
 	add zero-file "fallocate --zero-range; sync FILE" peer 'fallocate --zero-range -o 0 -l "$SIZE" "$D1" && sync "$D1"' written_d1 check_zero_d1
