@@ -28,7 +28,7 @@ var importRules = map[string][]string{
 	"M/device/blockdev/looptest":  {"golang.org/x/sys/unix"},
 	"M/device/devicetest":         {"M/device"},
 	"M/device/faultdev":           {"M/device"},
-	"M/device/nbd":                {"M/device", "M/device/nbd/internal/proto"},
+	"M/device/nbd":                {"M/device", "M/device/nbd/internal/proto", "golang.org/x/sys/unix"},
 	"M/device/nbd/internal/proto": {},
 	"M/device/nbd/nbdserver":      {"M/device", "M/device/nbd/internal/proto", "M/internal/bufpool"},
 	"M/device/nbd/nbdtest":        {"M/device/nbd"},
