@@ -43,7 +43,16 @@ type conn struct {
 	}
 }
 
+// sendBuffer is the send buffer asked for a Unix-socket connection
+// (SO_SNDBUF, capped by net.core.wmem_max): with the kernel's 208 KiB a
+// 256 KiB read reply went out in two to three writes, 955 of 10,449
+// failing with EAGAIN for 1 GiB read by nbdcopy. TCP keeps autotuning.
+const sendBuffer = 4 << 20
+
 func newConn(s *Server, nc net.Conn) *conn {
+	if uc, ok := nc.(*net.UnixConn); ok {
+		_ = uc.SetWriteBuffer(sendBuffer) // best effort
+	}
 	return &conn{
 		s: s, raw: nc, stream: nc, rw: nc,
 		stop:   make(chan struct{}),
@@ -177,7 +186,8 @@ func (c *conn) accept(br *bufio.Reader, r proto.Request) bool {
 
 // send writes one reply made of parts, whole, and flushes it. After a
 // write error the connection is closed, which stops the reader; later
-// replies are dropped.
+// replies are dropped. send may change the slice parts (not the bytes it
+// refers to).
 func (c *conn) send(parts ...[]byte) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -185,18 +195,39 @@ func (c *conn) send(parts ...[]byte) {
 		return
 	}
 	var err error
-	for _, p := range parts {
-		if _, err = c.wmu.bw.Write(p); err != nil {
-			break
+	if c.vectored(parts) {
+		// A large reply on the plain socket: one writev of header and
+		// data, not a buffer's worth and then the rest.
+		bufs := net.Buffers(parts)
+		_, err = bufs.WriteTo(c.rw)
+	} else {
+		for _, p := range parts {
+			if _, err = c.wmu.bw.Write(p); err != nil {
+				break
+			}
 		}
-	}
-	if err == nil {
-		err = c.wmu.bw.Flush()
+		if err == nil {
+			err = c.wmu.bw.Flush()
+		}
 	}
 	if err != nil {
 		c.wmu.err = err
 		c.raw.Close()
 	}
+}
+
+// vectored reports whether parts go out with one writev: they are longer
+// than the write buffer, which is empty, and the stream is the socket
+// itself (TLS has no writev). Callers hold wmu.
+func (c *conn) vectored(parts [][]byte) bool {
+	if len(parts) < 2 || c.wmu.bw.Buffered() != 0 || c.rw != c.raw {
+		return false
+	}
+	var n int
+	for _, p := range parts {
+		n += len(p)
+	}
+	return n > ioBufSize
 }
 
 // replyError answers r with error value e: an error chunk for reads and
