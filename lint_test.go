@@ -21,7 +21,7 @@ var importRules = map[string][]string{
 	"M/batch":                     {"M", "M/device", "M/plan"},
 	"M/bench/cmd/regionloop":      {"golang.org/x/sys/unix"},
 	"M/clone":                     {"M", "M/device"},
-	"M/cmd/kcopyd":                {"M", "M/batch", "M/clone", "M/mapfile", "M/plan", "M/device", "M/device/blockdev", "M/device/nbd", "M/device/nbd/nbdserver", "M/location", "github.com/spf13/", "github.com/vbauerster/mpb/", "golang.org/x/sys/unix"},
+	"M/cmd/kcopyd":                {"M", "M/batch", "M/clone", "M/mapfile", "M/plan", "M/task", "M/device", "M/device/blockdev", "M/device/nbd", "M/device/nbd/nbdserver", "M/location", "github.com/spf13/", "github.com/vbauerster/mpb/", "golang.org/x/sys/unix"},
 	"M/device":                    {"M/internal/uring", "golang.org/x/sys/unix"},
 	"M/device/blockdev":           {"M/device", "M/internal/uring", "golang.org/x/sys/unix"},
 	"M/device/blockdev/looptest":  {"golang.org/x/sys/unix"},
@@ -41,6 +41,7 @@ var importRules = map[string][]string{
 	"M/location":                  {"M/device", "M/device/blockdev", "M/device/nbd", "golang.org/x/sys/unix"},
 	"M/mapfile":                   {},
 	"M/plan":                      {"M/device"},
+	"M/task":                      {"M", "M/batch", "M/device", "M/location", "M/mapfile", "M/plan", "golang.org/x/sys/unix"},
 }
 
 // importViolations returns one message per import in imports (package to

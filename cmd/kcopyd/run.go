@@ -4,32 +4,32 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
 	"github.com/kcopyd/kcopyd"
-	"github.com/kcopyd/kcopyd/device"
+	"github.com/kcopyd/kcopyd/plan"
+	"github.com/kcopyd/kcopyd/task"
 )
 
-// writeRun is the state shared by the copy and zero commands.
+// writeRun is the state of a copy, zero or verify command: the locations
+// it opened, its regions and its JSON report. The work itself is done by
+// package task; writeRun turns the flags into task.Options and the
+// outcome into messages, JSON and an exit status.
 type writeRun struct {
 	e       *env
 	o       *options
-	verb    string // "copy" or "zero"
+	verb    string // "copy", "zero" or "verify"
 	start   time.Time
 	src     *location // nil for zero
 	locs    []*location
 	regions []region
 	rep     jsonReport
-	prepped bool         // files were created or grown: undo on a failure before the first write
-	warnMu  sync.Mutex   // guards rep.Warnings while the planner runs
-	pm      *progressMap // --map, or nil
-	// abandoned is set when an interrupted run gave up on I/O in flight:
-	// closing the locations would wait for it, so they are left open.
-	abandoned bool
+	// tr is the task's outcome (copy, zero), once it ran.
+	tr *task.Report
 }
 
 // fail ends a command that wrote nothing: undoes created and grown files,
@@ -37,7 +37,7 @@ type writeRun struct {
 // --json), or as exitInterrupted when err comes from the command's
 // context being canceled (a signal while connecting to an NBD server).
 func (w *writeRun) fail(err error) error {
-	w.closeAll(true)
+	w.closeAll()
 	if errors.Is(err, context.Canceled) {
 		w.rep.Interrupted = true
 		return w.report(exitInterrupted, err)
@@ -45,24 +45,14 @@ func (w *writeRun) fail(err error) error {
 	return w.report(exitUsage, err)
 }
 
-// closeAll closes every location; with undo, files this run created are
-// removed and grown files truncated back.
-func (w *writeRun) closeAll(undo bool) []error {
-	errs := make([]error, len(w.locs))
-	if w.abandoned {
-		return errs
-	}
-	for i, l := range w.locs {
-		if undo {
-			errs[i] = l.Undo()
-		} else {
-			errs[i] = l.Close()
-		}
+// closeAll closes every location opened so far.
+func (w *writeRun) closeAll() {
+	for _, l := range w.locs {
+		l.Close()
 	}
 	if w.src != nil {
 		w.src.Close()
 	}
-	return errs
 }
 
 // report prints the JSON report under --json and turns code and err into
@@ -114,24 +104,7 @@ func inspectDests(specs []string) ([]*location, error) {
 	return locs, nil
 }
 
-// checkOpenedDuplicates compares the identities of opened devices (URLs
-// have no stat key) with each other and with the source.
-func checkOpenedDuplicates(locs []*location) error {
-	for i, l := range locs {
-		if l.Dev == nil || l.Key() != "" {
-			continue
-		}
-		id := device.IdentityOf(l.Dev)
-		for _, o := range locs[:i] {
-			if o.Dev != nil && o.Key() == "" && device.IdentityOf(o.Dev) == id {
-				return fmt.Errorf("destination %s is given twice (also as %s)", l.Spec, o.Spec)
-			}
-		}
-	}
-	return nil
-}
-
-// openForWrite opens every existing destination for writing.
+// openForWrite opens an existing destination for writing.
 func (w *writeRun) openForWrite(ctx context.Context, l *location) error {
 	err := openLocation(ctx, l, openMode{write: true, direct: w.o.direct, buffered: w.o.buffered, force: w.o.force, nbd: &w.o.nbd, keepAllocation: w.verb == "zero" && !w.o.punchHoles})
 	if err == nil && l.Forced {
@@ -141,8 +114,6 @@ func (w *writeRun) openForWrite(ctx context.Context, l *location) error {
 	return err
 }
 
-// warnNotes shows the remarks the NBD client made while opening l as
-// warnings on stderr (unless --quiet) and in the JSON report.
 // openSource does what copy and verify do first: it checks the arguments
 // and options, loads --regions, inspects (without opening) the
 // destinations and opens the source. On failure it has reported the
@@ -180,6 +151,8 @@ func (w *writeRun) openSource(ctx context.Context, cmd *cobra.Command, args []st
 	return regions, locs, src, nil
 }
 
+// warnNotes shows the remarks the NBD client made while opening l as
+// warnings on stderr (unless --quiet) and in the JSON report.
 func (w *writeRun) warnNotes(l *location) {
 	for _, n := range l.Notes {
 		msg := l.Spec + ": " + n
@@ -190,91 +163,98 @@ func (w *writeRun) warnNotes(l *location) {
 	}
 }
 
-// offloadable reports whether a copy from src to dests is left to the
-// file system's reflink (FICLONERANGE, through the engine's copy offload):
-// every location a regular file, all on one XFS or Btrfs file system (the
-// ones that share blocks; the engine falls back to copying through memory,
-// once, where a file system refuses), without --direct. Zero detection is
-// then left out, since it needs the bytes in memory: zeroes inside data
-// are shared like the rest, and holes are still skipped from SEEK_DATA.
-// Elsewhere zero detection is kept: on ext4, whose copy_file_range copies
-// zeroes as data, the copy would lose the sparseness the command promises
-// (1 GiB file -> new file on ext4, offloaded: 2.0 s and 0.51-0.64 CPU
-// seconds, with zero detection 2.3 s and 0.83-0.88, on a busy machine).
-func offloadable(src *location, dests []*dest, direct bool) bool {
-	if direct || src.Kind != locFile {
-		return false
+// taskRegions returns the regions as package task takes them.
+func taskRegions(regions []region) []task.Region {
+	out := make([]task.Region, len(regions))
+	for i, rg := range regions {
+		out[i] = task.Region{Region: plan.Region{Src: rg.src, Dest: rg.dest, Len: rg.len, Dests: rg.dests}, Line: rg.line}
 	}
-	var st unix.Stat_t
-	var fs unix.Statfs_t
-	if unix.Stat(src.Spec, &st) != nil || unix.Statfs(src.Spec, &fs) != nil {
-		return false
-	}
-	if fs.Type != unix.XFS_SUPER_MAGIC && fs.Type != unix.BTRFS_SUPER_MAGIC {
-		return false
-	}
-	for _, d := range dests {
-		var dst unix.Stat_t
-		if d.loc.Kind != locFile || unix.Stat(d.loc.Spec, &dst) != nil || dst.Dev != st.Dev {
-			return false
-		}
-	}
-	return true
+	return out
 }
 
-// checkAlignment checks the regions against the alignment each device
-// demands (under --direct, its logical block size or statx's dio
-// alignment). A region may end unaligned exactly at a device's end.
-func checkAlignment(regions []region, src *location, locs []*location, direct bool) error {
-	check := func(l *location, off, length int64, what string, rg region) error {
-		a := int64(device.LimitsOf(l.Dev).OffsetAlign)
-		if a <= 1 {
-			return nil
-		}
-		if l.AutoDirect && (off%a != 0 || (length%a != 0 && off+length != l.Dev.Size())) {
-			// O_DIRECT was our choice, not the user's: serve this
-			// region through the page cache instead.
-			return l.ReopenBuffered()
-		}
-		hint := ""
-		if direct {
-			hint = " under --direct"
-		}
-		if off%a != 0 {
-			return fmt.Errorf("%s: %s %d is not a multiple of %d bytes, as %s requires%s", rg.where(), what, off, a, l.Spec, hint)
-		}
-		if length%a != 0 && off+length != l.Dev.Size() {
-			return fmt.Errorf("%s: length %d is not a multiple of %d bytes, as %s requires%s", rg.where(), length, a, l.Spec, hint)
-		}
-		return nil
+// taskNames make the task's messages name the command's flags.
+var taskNames = task.Names{Map: "--map", RetryFailed: "--retry-failed", InterruptWait: "--interrupt-wait", Direct: "--direct", WriteSeq: "--write-seq", IgnoreErrors: "--ignore-errors"}
+
+// taskOptions maps the flags of copy and zero to task.Options.
+func (w *writeRun) taskOptions(th *kcopyd.Throttle) *task.Options {
+	o := w.o
+	t := &task.Options{Src: w.src, Dests: w.locs, Regions: taskRegions(w.regions), SubJobSize: o.subJobSize.n, Throttle: th,
+		MaxJobs: o.jobs, Sparse: !o.noSparse, DestIsZero: o.destIsZero, IgnoreErrors: o.ignoreErrors, WriteSeq: o.writeSeq,
+		NoFlush: o.noFlush, Verify: o.verify, Direct: o.direct, InterruptWait: o.waitOption(), Names: taskNames}
+	if o.create {
+		t.Create = openMode{write: true, direct: o.direct}.options()
 	}
-	for _, rg := range regions {
-		if src != nil {
-			if err := check(src, rg.src, rg.len, "source offset", rg); err != nil {
-				return err
-			}
-		}
-		for i, l := range locs {
-			if !rg.has(i) {
-				continue
-			}
-			if err := check(l, rg.dest, rg.len, "destination offset", rg); err != nil {
-				return err
-			}
-		}
+	if o.mapFile != "" {
+		t.Map = &task.MapOptions{Path: o.mapFile, RetryFailed: o.retryFailed, CheckpointInterval: o.checkpointInterval}
 	}
-	return nil
+	t.WrapVerify = verifyWrap()
+	return t
 }
 
-// maxAlign returns the largest OffsetAlign of the devices.
-func maxAlign(devs ...device.Device) int64 {
-	a := int64(1)
-	for _, d := range devs {
-		if d != nil {
-			a = max(a, int64(device.LimitsOf(d).OffsetAlign))
-		}
+// execute runs the task with the progress display and the --rate-file
+// watcher, and concludes.
+func (w *writeRun) execute(ctx context.Context, th *kcopyd.Throttle, rateContent []byte) error {
+	o := w.o
+	var prog progress = nopProgress{}
+	msgs := io.Writer(w.e.stderr)
+	stopWatch := func() {}
+	t := w.taskOptions(th)
+	t.Events = task.Events{
+		Start: func(total int64) {
+			prog = newProgress(progressConfig{out: w.e.stderr, quiet: o.quiet, verb: w.verb, total: total, names: destNames(w.locs), interval: o.progressInterval})
+			if bp, ok := prog.(*barProgress); ok {
+				msgs = bp.p
+			}
+			stopWatch = w.watchRate(ctx, th, rateContent, msgs)
+		},
+		Progress: func(n int64) { prog.set(n) },
+		Dropped:  func(i int) { prog.fail(i) },
+		Warn:     func(m string) { fmt.Fprintf(msgs, "kcopyd: warning: %s\n", m) },
+		Note:     func(m string) { fmt.Fprintf(msgs, "kcopyd: %s\n", m) },
+		Info: func(m string) {
+			if !o.quiet {
+				fmt.Fprintf(msgs, "kcopyd: %s\n", m)
+			}
+		},
 	}
-	return a
+	tr := task.Run(ctx, t)
+	stopWatch()
+	prog.stop()
+	w.tr = tr
+	w.rep.Warnings = append(w.rep.Warnings, tr.Warnings...)
+	switch {
+	case tr.Refused != nil:
+		if errors.Is(tr.Refused, task.ErrOptions) {
+			return w.report(exitUsage, &exitError{code: exitUsage, err: tr.Refused})
+		}
+		return w.report(exitUsage, inputError(tr.Refused))
+	case tr.Map != nil && tr.Map.AlreadyComplete:
+		// Said even under --quiet: the run did nothing.
+		fmt.Fprintf(w.e.stderr, "kcopyd: --map %s: the %s is complete already (%d bytes); nothing to do\n", tr.Map.Path, w.verb, tr.Map.Done)
+		w.rep.Map = jsonMapOf(tr.Map)
+		return w.report(exitOK, nil)
+	case tr.Result.Abandoned:
+		fmt.Fprintf(w.e.stderr, "kcopyd: the destinations were not flushed; the bytes reported complete were written, the jobs still in flight may be partly written\n")
+	}
+	return w.conclude()
+}
+
+// watchRate follows --rate-file until the returned function is called.
+func (w *writeRun) watchRate(ctx context.Context, th *kcopyd.Throttle, rateContent []byte, msgs io.Writer) (stop func()) {
+	if w.o.rateFile == "" {
+		return func() {}
+	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		watchRateFile(watchCtx, w.o.rateFile, rateContent, th, msgs, rateFilePoll)
+	}()
+	return func() {
+		stopWatch()
+		wg.Wait()
+	}
 }
 
 // destNames returns the destination arguments.
@@ -284,22 +264,6 @@ func destNames(locs []*location) []string {
 		out[i] = l.Spec
 	}
 	return out
-}
-
-// newClient returns the engine client of a copy or zero run over the
-// opened locs, its throttle (nil when the flags ask for none) and the rate
-// file's initial contents.
-func (o *options) newClient(locs ...*location) (*kcopyd.Client, *kcopyd.Throttle, []byte, error) {
-	th, rateContent, err := o.newThrottle()
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	o.settleSubJobSize(locs...)
-	client, err := kcopyd.NewClient(&kcopyd.Options{SubJobSize: o.subJobSize.n, Throttle: th})
-	if err != nil {
-		return nil, nil, nil, inputError(fmt.Errorf("engine: %w", err))
-	}
-	return client, th, rateContent, nil
 }
 
 // newThrottle returns the throttle the flags ask for, or nil, and the
@@ -324,7 +288,14 @@ func (o *options) newThrottle() (*kcopyd.Throttle, []byte, error) {
 	return th, content, nil
 }
 
-func (w *writeRun) chunkSize() int64 { return w.o.subJobSize.n }
+// waitOption returns --interrupt-wait as package task takes it: 0 is no
+// wait.
+func (o *options) waitOption() time.Duration {
+	if o.interruptWait == 0 {
+		return -1
+	}
+	return o.interruptWait
+}
 
 func plural(n int) string {
 	if n == 1 {

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/kcopyd/kcopyd/batch"
 	"github.com/kcopyd/kcopyd/device"
+	"github.com/kcopyd/kcopyd/task"
 )
 
 const verifyLong = `Compare a region of SOURCE with the same-sized region of every DEST (1 to 8).
@@ -71,17 +73,22 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 	for _, rg := range regions {
 		total += rg.len
 	}
-	devs := make([]device.Device, len(locs))
-	for i, l := range locs {
-		devs[i] = l.Dev
+	c := &task.CompareOptions{Src: src.Dev, Regions: taskRegions(regions), ChunkSize: o.subJobSize.n, MaxJobs: o.jobs,
+		InterruptWait: o.waitOption(), WaitName: "--interrupt-wait", Note: func(s string) { fmt.Fprintf(e.stderr, "kcopyd: %s\n", s) }}
+	for _, l := range locs {
+		c.Dests = append(c.Dests, l.Dev)
 	}
+	c.Wrap = verifyWrap()
 	prog := newProgress(progressConfig{out: e.stderr, quiet: o.quiet, verb: "verify", total: total, interval: o.progressInterval})
-	res, err := w.compare(ctx, nil, src.Dev, devs, prog.set, e.stderr)
+	c.Progress = prog.set
+	res, err := task.Compare(ctx, c)
 	prog.stop()
 	if err != nil {
 		return w.fail(inputError(fmt.Errorf("engine: %w", err)))
 	}
-	w.closeAll(false)
+	if !res.Abandoned {
+		w.closeAll() // else closing would wait for the reads in flight
+	}
 	w.rep.Bytes, w.rep.Total = res.Compared, total
 	return w.verifyReport(res, src, locs, total)
 }
@@ -115,17 +122,15 @@ func (w *writeRun) verifyRegions(regions []region, src *location, locs []*locati
 		}
 		regions = []region{{src: off, len: length, dest: o.destOffset.n}}
 	}
-	for _, rg := range regions {
-		if rg.srcEnd() > src.Size {
-			return nil, fmt.Errorf("%s: source range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.src, rg.len, rg.srcEnd(), src.Spec, src.Size)
-		}
-		for _, l := range locs {
-			if rg.destEnd() > l.Size {
-				return nil, fmt.Errorf("%s: destination range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.dest, rg.len, rg.destEnd(), l.Spec, l.Size)
-			}
-		}
+	trs := taskRegions(regions)
+	if err := task.CheckRanges(trs, src, locs); err != nil {
+		return nil, err
 	}
-	if err := checkAlignment(regions, src, locs, o.direct); err != nil {
+	direct := ""
+	if o.direct {
+		direct = "--direct"
+	}
+	if err := task.CheckAlignment(trs, src, locs, direct); err != nil {
 		return nil, err
 	}
 	return regions, nil
@@ -201,4 +206,51 @@ func (w *writeRun) uncomparedTails(regions []region, locs []*location, explicit 
 		}
 	}
 	return out
+}
+
+// verifyChunkHook, when not nil, is called after each chunk of a
+// destination is read for a comparison, one call at a time. Tests set it
+// to interrupt a comparison at a known point.
+var verifyChunkHook func()
+
+// hookMu makes the calls of verifyChunkHook, from the engine's I/O
+// goroutines, one at a time.
+var hookMu sync.Mutex
+
+// verifyWrap returns the wrapper that calls verifyChunkHook, or nil.
+func verifyWrap() func(device.Device) device.Device {
+	if verifyChunkHook == nil {
+		return nil
+	}
+	return func(d device.Device) device.Device { return hookDev{d} }
+}
+
+// hookDev calls verifyChunkHook after each read.
+type hookDev struct{ device.Device }
+
+func (d hookDev) ReadAt(p []byte, off int64) (int, error) {
+	n, err := d.Device.ReadAt(p, off)
+	hookMu.Lock()
+	defer hookMu.Unlock()
+	verifyChunkHook()
+	return n, err
+}
+
+// Limits implements device.Limiter.
+func (d hookDev) Limits() device.Limits { return device.LimitsOf(d.Device) }
+
+// Unwrap returns the device compared.
+func (d hookDev) Unwrap() device.Device { return d.Device }
+
+// chunksText says how many chunks of size bytes differ; partial says the
+// comparison was interrupted, so that n is a lower bound.
+func chunksText(n, size int64, partial bool) string {
+	s := fmt.Sprintf("%d chunks of %s differ", n, formatSize(size))
+	if n == 1 {
+		s = fmt.Sprintf("1 chunk of %s differs", formatSize(size))
+	}
+	if partial {
+		s = "at least " + s + " (the comparison was interrupted)"
+	}
+	return s
 }
