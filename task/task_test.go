@@ -14,9 +14,9 @@ import (
 	"github.com/kcopyd/kcopyd/device"
 	"github.com/kcopyd/kcopyd/device/blockdev/looptest"
 	"github.com/kcopyd/kcopyd/device/faultdev"
+	"github.com/kcopyd/kcopyd/internal/testutil"
 	"github.com/kcopyd/kcopyd/location"
 	"github.com/kcopyd/kcopyd/task"
-	"github.com/kcopyd/kcopyd/internal/testutil"
 )
 
 func TestMain(m *testing.M) { testutil.VerifyTestMain(m) }
