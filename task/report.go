@@ -1,6 +1,9 @@
 package task
 
 import (
+	"cmp"
+	"slices"
+
 	"github.com/kcopyd/kcopyd"
 	"github.com/kcopyd/kcopyd/batch"
 )
@@ -39,7 +42,7 @@ type DestReport struct {
 	// Errs are the write, zeroing, flush and close errors.
 	Errs []error
 	// Ranges are destination byte ranges that did not receive the right
-	// data (batch.DestResult.Ranges).
+	// data (batch.DestResult.Ranges), sorted and merged.
 	Ranges []kcopyd.Range
 	// Verify is the comparison read back (Options.Verify); nil when the
 	// destination was not compared.
@@ -94,6 +97,25 @@ func (r *Report) Unwritten(i int) [][2]int64 {
 		if rg := r.Regions[reg]; u < rg.Len {
 			out = append(out, [2]int64{rg.Dest + u, rg.Len - u})
 		}
+	}
+	return out
+}
+
+// mergeRanges sorts rs and merges overlapping and adjacent ranges; empty
+// ones are left out.
+func mergeRanges(rs []kcopyd.Range) []kcopyd.Range {
+	rs = slices.Clone(rs)
+	slices.SortFunc(rs, func(a, b kcopyd.Range) int { return cmp.Compare(a.Off, b.Off) })
+	var out []kcopyd.Range
+	for _, r := range rs {
+		if r.Len <= 0 {
+			continue
+		}
+		if n := len(out); n > 0 && out[n-1].Off+out[n-1].Len >= r.Off {
+			out[n-1].Len = max(out[n-1].Off+out[n-1].Len, r.Off+r.Len) - out[n-1].Off
+			continue
+		}
+		out = append(out, r)
 	}
 	return out
 }

@@ -103,7 +103,7 @@ func (r *run) takeResults(res *batch.Result) {
 	for i := range r.rep.Dests {
 		d := &r.rep.Dests[i]
 		d.Errs = append(d.Errs, res.Dests[i].Errs...)
-		d.Ranges = append(d.Ranges, res.Dests[i].Ranges...)
+		d.Ranges = mergeRanges(append(d.Ranges, res.Dests[i].Ranges...))
 	}
 }
 

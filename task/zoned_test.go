@@ -3,9 +3,11 @@ package task
 import (
 	"errors"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/kcopyd/kcopyd"
 	"github.com/kcopyd/kcopyd/device"
 	"github.com/kcopyd/kcopyd/device/zoned"
 	"github.com/kcopyd/kcopyd/location"
@@ -48,5 +50,16 @@ func TestSequentialForZoned(t *testing.T) {
 	err = r.sequentialFor()
 	if !errors.Is(err, ErrOptions) || !strings.Contains(err.Error(), "--ignore-errors cannot be used") {
 		t.Fatalf("IgnoreErrors onto a zoned device = %v; want an ErrOptions error", err)
+	}
+}
+
+// TestMergeRanges: failed ranges are reported sorted, merged and without
+// empty ones.
+func TestMergeRanges(t *testing.T) {
+	in := []kcopyd.Range{{Off: 8192, Len: 4096}, {Off: 0, Len: 4096}, {Off: 4096, Len: 100}, {Off: 100, Len: 0}, {Off: 10000, Len: 10}}
+	got := mergeRanges(in)
+	want := []kcopyd.Range{{Off: 0, Len: 4196}, {Off: 8192, Len: 4096}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("mergeRanges(%v) = %v; want %v", in, got, want)
 	}
 }
