@@ -31,8 +31,10 @@ type Report struct {
 	Map *MapReport
 	// Warnings are the warnings told to Events.Warn.
 	Warnings []string
-	// Abandoned: the I/O in flight did not finish within InterruptWait.
-	// The destinations were neither flushed nor closed; the bytes
+	// Abandoned: I/O in flight (of the batch, or of the verify) did not
+	// finish within InterruptWait, and the locations were left open:
+	// closing them would wait for it. When Result.Abandoned says it was
+	// the batch's, the destinations were not flushed either: the bytes
 	// reported complete were written, the jobs in flight may be partly.
 	Abandoned bool
 }

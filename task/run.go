@@ -78,12 +78,11 @@ func (r *run) execute(ctx context.Context) {
 	if v.Ran {
 		r.verifyDests(ctx)
 	}
-	if r.rep.Abandoned {
-		return
-	}
-	for i, err := range r.closeAll(false) {
-		if err != nil {
-			r.rep.Dests[i].Errs = append(r.rep.Dests[i].Errs, fmt.Errorf("close: %w", err))
+	if !r.rep.Abandoned { // else closing would wait for verify's reads
+		for i, err := range r.closeAll(false) {
+			if err != nil {
+				r.rep.Dests[i].Errs = append(r.rep.Dests[i].Errs, fmt.Errorf("close: %w", err))
+			}
 		}
 	}
 	if closeErr != nil && res.InternalErr == nil {

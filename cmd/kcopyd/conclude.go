@@ -1,14 +1,111 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/kcopyd/kcopyd"
 	"github.com/kcopyd/kcopyd/task"
 )
+
+// taskNames make the task's messages name the command's flags.
+var taskNames = task.Names{Map: "--map", RetryFailed: "--retry-failed", InterruptWait: "--interrupt-wait", Direct: "--direct", WriteSeq: "--write-seq", IgnoreErrors: "--ignore-errors"}
+
+// taskOptions maps the flags of copy and zero to task.Options.
+func (w *writeRun) taskOptions(th *kcopyd.Throttle) *task.Options {
+	o := w.o
+	t := &task.Options{Src: w.src, Dests: w.locs, Regions: taskRegions(w.regions), SubJobSize: o.subJobSize.n, Throttle: th,
+		MaxJobs: o.jobs, Sparse: !o.noSparse, DestIsZero: o.destIsZero, IgnoreErrors: o.ignoreErrors, WriteSeq: o.writeSeq,
+		NoFlush: o.noFlush, Verify: o.verify, Direct: o.direct, InterruptWait: o.waitOption(), Names: taskNames}
+	if o.create {
+		t.Create = openMode{write: true, direct: o.direct}.options()
+	}
+	if o.mapFile != "" {
+		t.Map = &task.MapOptions{Path: o.mapFile, RetryFailed: o.retryFailed, CheckpointInterval: o.checkpointInterval}
+	}
+	t.WrapVerify = verifyWrap()
+	return t
+}
+
+// execute runs the task with the progress display and the --rate-file
+// watcher, and concludes.
+func (w *writeRun) execute(ctx context.Context, th *kcopyd.Throttle, rateContent []byte) error {
+	o := w.o
+	var prog progress = nopProgress{}
+	msgs := io.Writer(w.e.stderr)
+	stopWatch := func() {}
+	t := w.taskOptions(th)
+	t.Events = task.Events{
+		Start: func(total int64) {
+			prog = newProgress(progressConfig{out: w.e.stderr, quiet: o.quiet, verb: w.verb, total: total, names: destNames(w.locs), interval: o.progressInterval})
+			if bp, ok := prog.(*barProgress); ok {
+				msgs = bp.p
+			}
+			stopWatch = w.watchRate(ctx, th, rateContent, msgs)
+		},
+		Progress: func(n int64) { prog.set(n) },
+		Dropped:  func(i int) { prog.fail(i) },
+		Warn:     func(m string) { fmt.Fprintf(msgs, "kcopyd: warning: %s\n", m) },
+		Note:     func(m string) { fmt.Fprintf(msgs, "kcopyd: %s\n", m) },
+		Info: func(m string) {
+			if !o.quiet {
+				fmt.Fprintf(msgs, "kcopyd: %s\n", m)
+			}
+		},
+	}
+	tr := task.Run(ctx, t)
+	stopWatch()
+	prog.stop()
+	w.tr = tr
+	w.rep.Warnings = append(w.rep.Warnings, tr.Warnings...)
+	switch {
+	case tr.Refused != nil:
+		if errors.Is(tr.Refused, task.ErrOptions) {
+			return w.report(exitUsage, &exitError{code: exitUsage, err: tr.Refused})
+		}
+		return w.report(exitUsage, inputError(tr.Refused))
+	case tr.Map != nil && tr.Map.AlreadyComplete:
+		// Said even under --quiet: the run did nothing.
+		fmt.Fprintf(w.e.stderr, "kcopyd: --map %s: the %s is complete already (%d bytes); nothing to do\n", tr.Map.Path, w.verb, tr.Map.Done)
+		w.rep.Map = jsonMapOf(tr.Map)
+		return w.report(exitOK, nil)
+	case tr.Result.Abandoned:
+		fmt.Fprintf(w.e.stderr, "kcopyd: the destinations were not flushed; the bytes reported complete were written, the jobs still in flight may be partly written\n")
+	}
+	return w.conclude()
+}
+
+// watchRate follows --rate-file until the returned function is called.
+func (w *writeRun) watchRate(ctx context.Context, th *kcopyd.Throttle, rateContent []byte, msgs io.Writer) (stop func()) {
+	if w.o.rateFile == "" {
+		return func() {}
+	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		watchRateFile(watchCtx, w.o.rateFile, rateContent, th, msgs, rateFilePoll)
+	}()
+	return func() {
+		stopWatch()
+		wg.Wait()
+	}
+}
+
+// destNames returns the destination arguments.
+func destNames(locs []*location) []string {
+	out := make([]string, len(locs))
+	for i, l := range locs {
+		out[i] = l.Spec
+	}
+	return out
+}
 
 // conclude prints the outcome of a copy or zero task, fills the JSON
 // report and returns the result.

@@ -112,9 +112,6 @@ func runCopy(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 	return w.execute(ctx, th, rateContent)
 }
 
-// maxOffset is the largest byte offset a region may reach.
-const maxOffset = 1<<63 - 1
-
 // resolveCopyRegions returns the regions of a copy: those of --regions, or the
 // one --offset, --length and --dest-offset give, checked against the
 // source.

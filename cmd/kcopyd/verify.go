@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/kcopyd/kcopyd/batch"
-	"github.com/kcopyd/kcopyd/device"
 	"github.com/kcopyd/kcopyd/task"
 )
 
@@ -206,51 +204,4 @@ func (w *writeRun) uncomparedTails(regions []region, locs []*location, explicit 
 		}
 	}
 	return out
-}
-
-// verifyChunkHook, when not nil, is called after each chunk of a
-// destination is read for a comparison, one call at a time. Tests set it
-// to interrupt a comparison at a known point.
-var verifyChunkHook func()
-
-// hookMu makes the calls of verifyChunkHook, from the engine's I/O
-// goroutines, one at a time.
-var hookMu sync.Mutex
-
-// verifyWrap returns the wrapper that calls verifyChunkHook, or nil.
-func verifyWrap() func(device.Device) device.Device {
-	if verifyChunkHook == nil {
-		return nil
-	}
-	return func(d device.Device) device.Device { return hookDev{d} }
-}
-
-// hookDev calls verifyChunkHook after each read.
-type hookDev struct{ device.Device }
-
-func (d hookDev) ReadAt(p []byte, off int64) (int, error) {
-	n, err := d.Device.ReadAt(p, off)
-	hookMu.Lock()
-	defer hookMu.Unlock()
-	verifyChunkHook()
-	return n, err
-}
-
-// Limits implements device.Limiter.
-func (d hookDev) Limits() device.Limits { return device.LimitsOf(d.Device) }
-
-// Unwrap returns the device compared.
-func (d hookDev) Unwrap() device.Device { return d.Device }
-
-// chunksText says how many chunks of size bytes differ; partial says the
-// comparison was interrupted, so that n is a lower bound.
-func chunksText(n, size int64, partial bool) string {
-	s := fmt.Sprintf("%d chunks of %s differ", n, formatSize(size))
-	if n == 1 {
-		s = fmt.Sprintf("1 chunk of %s differs", formatSize(size))
-	}
-	if partial {
-		s = "at least " + s + " (the comparison was interrupted)"
-	}
-	return s
 }
