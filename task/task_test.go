@@ -303,3 +303,38 @@ func TestLoopUnalignedReopensBuffered(t *testing.T) {
 		t.Fatalf("Refused = %v; want the alignment named", rep.Refused)
 	}
 }
+
+// TestCompare compares a file with two copies, one differing in its
+// second and fourth chunks, and one unreadable device: the first
+// difference and the differing chunks are found, the read error is kept
+// on its destination, and the others are compared to the end.
+func TestCompare(t *testing.T) {
+	dir := t.TempDir()
+	data := testutil.Pattern(8, 0, 4<<20)
+	src := openFile(t, testutil.WriteFile(t, dir, "src", data), nil)
+	same := openFile(t, testutil.WriteFile(t, dir, "same", data), nil)
+	changed := append([]byte(nil), data...)
+	changed[1<<20+17] ^= 1
+	changed[3<<20] ^= 1
+	diff := openFile(t, testutil.WriteFile(t, dir, "diff", changed), nil)
+	broken := faultdev.Wrap(device.NewMem(4<<20), faultdev.Reads(faultdev.Always(nil)))
+	res, err := task.Compare(context.Background(), &task.CompareOptions{
+		Src: src.Dev, Dests: []device.Device{same.Dev, diff.Dev, broken},
+		Regions: []task.Region{task.Whole(4 << 20)}, ChunkSize: 1 << 20, MaxJobs: 2,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := res.Dests[0]; d.FirstDiff != -1 || d.Err != nil {
+		t.Errorf("identical copy: %+v", d)
+	}
+	if d := res.Dests[1]; d.FirstDiff != 1<<20+17 || d.Chunks != 2 || d.Err != nil {
+		t.Errorf("changed copy: %+v; want first difference at %d in 2 chunks", d, 1<<20+17)
+	}
+	if d := res.Dests[2]; !errors.Is(d.Err, faultdev.ErrInjected) {
+		t.Errorf("unreadable destination: %+v; want its read error", d)
+	}
+	if res.Canceled || res.ReadErr != nil || res.Compared != 4<<20 {
+		t.Errorf("result %+v; want everything compared", res)
+	}
+}
