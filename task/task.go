@@ -134,8 +134,10 @@ func (n Names) withDefaults() Names {
 	return n
 }
 
-// Events tell the caller of Run what happens. They are called one at a
-// time, from Run's goroutine or the batch's.
+// Events tell the caller of Run what happens. Start, Progress, Dropped,
+// Note and Info are called one at a time, on the goroutine that called
+// Run. Warn is called on the planner's goroutine, concurrently with the
+// others (and, after an abandoned run, possibly after Run returned).
 type Events struct {
 	// Start is told that the checks passed and the engine is about to
 	// start, with the bytes of the regions.
