@@ -81,10 +81,7 @@ type Options struct {
 	Sparse bool
 	// MaxJobLen bounds the length of a job of coalesced segments: a
 	// segment longer than it is still one job, but nothing is joined to
-	// it. Segments are joined only at a chunk boundary (a multiple of
-	// the client's sub-job size from the job's start), so a failed chunk
-	// never straddles two segments. Default DefaultMaxJobLen; negative:
-	// never coalesce.
+	// it. Default DefaultMaxJobLen; negative: never coalesce.
 	MaxJobLen int64
 	// InterruptWait bounds the wait for the jobs in flight (and for a
 	// Plan stuck in a call) once ctx is done. Zero means

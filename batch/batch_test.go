@@ -105,9 +105,9 @@ func TestCoalesce(t *testing.T) {
 	}
 }
 
-// TestCoalesceBounds checks what is not joined: regions past MaxJobLen,
-// a region not ending at a chunk boundary, and everything when MaxJobLen
-// is negative.
+// TestCoalesceBounds checks what is joined and what is not: regions past
+// MaxJobLen are not, a region not ending at a chunk boundary is, and
+// nothing is when MaxJobLen is negative.
 func TestCoalesceBounds(t *testing.T) {
 	src := patterned(t, 4<<20)
 	for _, tt := range []struct {
@@ -118,7 +118,7 @@ func TestCoalesceBounds(t *testing.T) {
 	}{
 		{"max", 512 * K, regions4[:4], []int64{512 * K, 512 * K}},
 		{"off", -1, regions4[:4], []int64{256 * K, 256 * K, 256 * K, 256 * K}},
-		{"unaligned end", 0, []plan.Region{{Src: 0, Dest: 0, Len: 100 * K}, {Src: 100 * K, Dest: 100 * K, Len: 64 * K}}, []int64{100 * K, 64 * K}},
+		{"unaligned end", 0, []plan.Region{{Src: 0, Dest: 0, Len: 100 * K}, {Src: 100 * K, Dest: 100 * K, Len: 64 * K}}, []int64{164 * K}},
 		{"many small", 512 * K, smallRegions(64), []int64{512 * K, 512 * K, 512 * K, 512 * K, 512 * K, 512 * K, 512 * K, 512 * K}},
 		{"source apart", 0, []plan.Region{{Src: 0, Dest: 0, Len: 64 * K}, {Src: 128 * K, Dest: 64 * K, Len: 64 * K}}, []int64{64 * K, 64 * K}},
 	} {
@@ -204,6 +204,80 @@ func TestCoalescedFailure(t *testing.T) {
 	checkCopied(t, src, m1, regions4[0], regions4[0].Len)
 	checkCopied(t, src, m1, regions4[1], regions4[1].Len)
 	checkCopied(t, src, m1, regions4[2], chunk)
+}
+
+// straddling are four contiguous regions of 40 KiB: joined into one job
+// of 160 KiB, whose 64 KiB chunks each touch two or three regions.
+var straddling = []plan.Region{
+	{Src: 0, Dest: 0, Len: 40 * K},
+	{Src: 40 * K, Dest: 40 * K, Len: 40 * K},
+	{Src: 80 * K, Dest: 80 * K, Len: 40 * K},
+	{Src: 120 * K, Dest: 120 * K, Len: 40 * K},
+}
+
+// TestStraddlingChunkFailure checks that a chunk failing across the
+// boundary of two joined regions is charged to each by byte: a write
+// failing in the second chunk, [64K, 128K), leaves region 1 complete up
+// to 64K (24 KiB of it), regions 2 and 3 not at all on that destination,
+// and the other destination whole; a read failure of one block under
+// IgnoreError cuts only the region holding it.
+func TestStraddlingChunkFailure(t *testing.T) {
+	src := patterned(t, 1<<20)
+	t.Run("write", func(t *testing.T) {
+		d0, m1 := device.NewMem(1<<20), device.NewMem(1<<20)
+		d1 := faultdev.Wrap(m1, faultdev.Writes(faultdev.Range(70*K, 4096, faultdev.Always(nil))))
+		res, jobs := run(t, &batch.Options{Src: src, Dests: []batch.Dest{{Dev: d0}, {Dev: d1}}, Regions: straddling})
+		if len(jobs) < 1 || jobs[0].Len != 160*K {
+			t.Fatalf("jobs = %+v; want one joined job of 160 KiB first", jobs)
+		}
+		if want := []kcopyd.Range{{Off: 64 * K, Len: chunk}}; !slices.Equal(res.Dests[1].Ranges, want) {
+			t.Errorf("failed ranges of destination 1 = %v; want %v", res.Dests[1].Ranges, want)
+		}
+		if want := []int64{40 * K, 24 * K, 0, 0}; !slices.Equal(res.Dests[1].Prefixes, want) {
+			t.Errorf("prefixes of destination 1 = %v; want %v", res.Dests[1].Prefixes, want)
+		}
+		if want := []int64{40 * K, 40 * K, 40 * K, 40 * K}; !slices.Equal(res.Dests[0].Prefixes, want) {
+			t.Errorf("prefixes of destination 0 = %v; want %v", res.Dests[0].Prefixes, want)
+		}
+		for _, rg := range straddling {
+			checkCopied(t, src, d0, rg, rg.Len)
+		}
+		checkCopied(t, src, m1, straddling[0], straddling[0].Len)
+		checkCopied(t, src, m1, straddling[1], 24*K)
+	})
+	t.Run("read ignored", func(t *testing.T) {
+		s := faultdev.Wrap(src, faultdev.Reads(faultdev.Range(76*K, 1, faultdev.Always(nil))))
+		d := device.NewMem(1 << 20)
+		res, jobs := run(t, &batch.Options{Src: s, Dests: []batch.Dest{{Dev: d}}, Regions: straddling, Flags: kcopyd.IgnoreError})
+		if len(jobs) != 1 || jobs[0].Len != 160*K {
+			t.Fatalf("jobs = %+v; want one joined job of 160 KiB", jobs)
+		}
+		if want := []kcopyd.Range{{Off: 76 * K, Len: 4096}}; !slices.Equal(res.Dests[0].Ranges, want) {
+			t.Errorf("failed ranges = %v; want %v", res.Dests[0].Ranges, want)
+		}
+		if want := []int64{40 * K, 36 * K, 40 * K, 40 * K}; !slices.Equal(res.Dests[0].Prefixes, want) {
+			t.Errorf("prefixes = %v; want %v", res.Dests[0].Prefixes, want)
+		}
+	})
+}
+
+// TestByOffsetJoins checks that regions listed out of order, planned by
+// offset (plan.Planner.ByOffset), become one job, reported per region.
+func TestByOffsetJoins(t *testing.T) {
+	src := patterned(t, 1<<20)
+	d := device.NewMem(1 << 20)
+	regions := []plan.Region{straddling[2], straddling[0], straddling[3], straddling[1]}
+	p := &plan.Planner{Kind: plan.Copy, Regions: regions, ZeroFrom: []int64{plan.Unknown}, ByOffset: true}
+	res, jobs := run(t, &batch.Options{Src: src, Dests: []batch.Dest{{Dev: d}}, Regions: regions, Plan: p.Run})
+	if len(jobs) != 1 || jobs[0].Len != 160*K || jobs[0].Region != 1 {
+		t.Fatalf("jobs = %+v; want one job of 160 KiB starting with region 1", jobs)
+	}
+	if want := []int64{40 * K, 40 * K, 40 * K, 40 * K}; !slices.Equal(res.Prefixes, want) {
+		t.Errorf("prefixes = %v; want %v", res.Prefixes, want)
+	}
+	for _, rg := range regions {
+		checkCopied(t, src, d, rg, rg.Len)
+	}
 }
 
 // TestIgnoreErrorPerRegion checks that, under IgnoreError, an unreadable

@@ -56,12 +56,14 @@ func groupLen(g []*segment) int64 {
 	return n
 }
 
-// canGrow reports whether a segment may be joined to the group g: it is
-// a copy, ends at a chunk boundary and is shorter than MaxJobLen.
+// canGrow reports whether a segment may be joined to the group g: its
+// last segment is a copy and g is shorter than MaxJobLen. A chunk of the
+// joined job may then straddle two segments; results are accounted by
+// byte (see finish), so a failed chunk is charged to each segment it
+// touches.
 func (b *Batch) canGrow(g []*segment) bool {
 	last := g[len(g)-1]
-	return b.o.MaxJobLen > 0 && last.Kind == plan.Copy && !last.Failed &&
-		last.Len%b.client.SubJobSize() == 0 && groupLen(g) < b.o.MaxJobLen
+	return b.o.MaxJobLen > 0 && last.Kind == plan.Copy && !last.Failed && groupLen(g) < b.o.MaxJobLen
 }
 
 // joins reports whether s follows the group g (which canGrow) in the

@@ -97,7 +97,7 @@ func Open(src, dst, md device.Device, opts *Options) (*Clone, error) {
 			rs = DefaultRegionSize
 		}
 	}
-	if !validRegionSize(rs) {
+	if !ValidRegionSize(rs) {
 		return nil, fmt.Errorf("%w: %d", ErrRegionSize, rs)
 	}
 	o, err := opts.clone(rs)

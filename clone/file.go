@@ -25,7 +25,7 @@ func OpenMetadataFile(path string, sourceSize, regionSize int64) (_ *device.File
 	if regionSize == 0 {
 		regionSize = DefaultRegionSize
 	}
-	if !validRegionSize(regionSize) {
+	if !ValidRegionSize(regionSize) {
 		return nil, false, fmt.Errorf("%w: %d", ErrRegionSize, regionSize)
 	}
 	tmp := path + ".new"

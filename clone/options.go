@@ -124,7 +124,8 @@ func (o *Options) clone(regionSize int64) (Options, error) {
 	return c, nil
 }
 
-// validRegionSize reports whether rs is a power of two in range.
-func validRegionSize(rs int64) bool {
+// ValidRegionSize reports whether rs is a region size Options accept: a
+// power of two from MinRegionSize to MaxRegionSize.
+func ValidRegionSize(rs int64) bool {
 	return rs >= MinRegionSize && rs <= MaxRegionSize && rs&(rs-1) == 0
 }

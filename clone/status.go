@@ -1,6 +1,11 @@
 package clone
 
-import "time"
+import (
+	"fmt"
+	"time"
+
+	"github.com/kcopyd/kcopyd/units"
+)
 
 // Status is a snapshot of a clone's progress.
 type Status struct {
@@ -70,4 +75,23 @@ func (c *Clone) Status() Status {
 	default:
 	}
 	return st
+}
+
+// String describes the progress in one line, for logs and progress
+// displays: "1.0 GiB of 4.0 GiB hydrated (25.0%)", then while copying
+// ", 50.0 MiB/s, ETA 1m1s", failed regions with the last error, and
+// ", complete" once Done.
+func (s Status) String() string {
+	str := fmt.Sprintf("%s of %s hydrated (%.1f%%)", units.HumanSize(float64(s.HydratedBytes)), units.HumanSize(float64(s.Size)), 100*float64(s.HydratedBytes)/float64(s.Size))
+	if s.Rate > 0 && !s.Done {
+		eta := time.Duration(float64(s.Size-s.HydratedBytes) / s.Rate * float64(time.Second)).Round(time.Second)
+		str += fmt.Sprintf(", %s/s, ETA %s", units.HumanSize(s.Rate), eta)
+	}
+	if s.FailedRegions > 0 {
+		str += fmt.Sprintf(", %d regions failed to copy (retrying): %s", s.FailedRegions, s.LastError)
+	}
+	if s.Done {
+		str += ", complete"
+	}
+	return str
 }

@@ -44,10 +44,13 @@ type FileOptions struct {
 	// roughly ascending copy then overlaps its writeback with the copy,
 	// leaves little dirty data for the final Flush, and does not push the
 	// rest of the page cache out. Writeback errors are not returned by
-	// WriteAt: Flush reports them. Hazard: each WriteAt may block for the
-	// disk (that is the point: it bounds the dirty data to about
-	// WriteBehind bytes per writer), and scattered writes gain nothing.
-	// Default 0: off.
+	// WriteAt: Flush reports them. Writes shorter than WriteBehind/16
+	// are left to the page cache: small scattered writes (many regions
+	// of 64 KiB) gain nothing from early writeback, which splits into
+	// small I/Os what the final flush would merge (20 % of the CPU of a
+	// copy of 9,994 random 64 KiB regions went to it). Hazard: each
+	// WriteAt may block for the disk (that is the point: it bounds the
+	// dirty data to about WriteBehind bytes per writer). Default 0: off.
 	WriteBehind int64
 
 	// KeepAllocation makes WriteZeroes zero ranges in place
@@ -509,7 +512,7 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	if err != nil {
 		return n, f.ioError(OpWrite, off, int64(len(p)), err)
 	}
-	if f.writeBehind > 0 {
+	if f.writeBehind > 0 && int64(n) >= f.writeBehind/16 {
 		f.behind(off, int64(n))
 	}
 	return n, nil

@@ -420,11 +420,12 @@ func TestFileWriteBehindConformance(t *testing.T) {
 	devicetest.Run(t, openFile(device.FileOptions{WriteBehind: 64 << 10}, 1))
 }
 
-// TestFileWriteBehind writes 8 MiB in ascending 1 MiB chunks with a
-// write-behind of 2 MiB and checks with mincore that the chunks behind the
-// window left the page cache, and that the data is intact.
+// TestFileWriteBehind writes 8 MiB in ascending chunks with a
+// write-behind of 2 MiB and checks with mincore that 1 MiB chunks behind
+// the window left the page cache, that 64 KiB ones (below WriteBehind/16)
+// were left to it, and that the data is intact.
 func TestFileWriteBehind(t *testing.T) {
-	const chunk, size = 1 << 20, 8 << 20
+	const size = 8 << 20
 	dir := t.TempDir()
 	var st unix.Statfs_t
 	if err := unix.Statfs(dir, &st); err != nil || st.Type == unix.TMPFS_MAGIC {
@@ -434,13 +435,15 @@ func TestFileWriteBehind(t *testing.T) {
 	// Without write-behind the pages stay cached: that shows mincore
 	// sees them, so that the first case cannot pass for want of a probe.
 	for _, tc := range []struct {
-		behind   int64
-		min, max int // cached pages of the first 6 MiB
+		behind, chunk int64
+		min, max      int // cached pages of the first 6 MiB
 	}{
-		{behind: 0, min: pages * 3 / 4, max: pages},
-		{behind: 2 << 20, min: 0, max: pages / 16},
+		{behind: 0, chunk: 1 << 20, min: pages * 3 / 4, max: pages},
+		{behind: 2 << 20, chunk: 1 << 20, min: 0, max: pages / 16},
+		{behind: 2 << 20, chunk: 64 << 10, min: pages * 3 / 4, max: pages},
 	} {
-		path := filepath.Join(dir, fmt.Sprintf("wb%d", tc.behind))
+		chunk := tc.chunk
+		path := filepath.Join(dir, fmt.Sprintf("wb%d-%d", tc.behind, chunk))
 		f, err := device.CreateFile(path, size, device.FileOptions{WriteBehind: tc.behind})
 		if err != nil {
 			t.Fatal(err)
@@ -452,7 +455,7 @@ func TestFileWriteBehind(t *testing.T) {
 			}
 		}
 		if n := residentPages(t, path, 6<<20); n < tc.min || n > tc.max {
-			t.Errorf("WriteBehind %d: %d of the first %d pages cached; want %d to %d", tc.behind, n, pages, tc.min, tc.max)
+			t.Errorf("WriteBehind %d, %d-byte writes: %d of the first %d pages cached; want %d to %d", tc.behind, chunk, n, pages, tc.min, tc.max)
 		}
 		got := make([]byte, size)
 		if _, err := f.ReadAt(got, 0); err != nil || !bytes.Equal(got, want) {

@@ -14,10 +14,12 @@
 package plan
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/kcopyd/kcopyd/device"
 )
@@ -111,15 +113,36 @@ type Planner struct {
 	// read; the rest of that region is copied byte for byte. It is
 	// called on Run's goroutine.
 	Warn func(string)
+	// ByOffset hands the regions out in ascending order of Src (of Dest
+	// when Kind is Zero) instead of as listed; Segment.Region still
+	// indexes Regions. The source is then read forwards, the destination
+	// written forwards, and adjacent regions follow on, so package batch
+	// can join them into one job. Set it only when the regions are
+	// independent, as those of a run with many jobs in flight must be:
+	// no region writes what another reads or writes. Default false.
+	ByOffset bool
 }
 
-// Run calls emit with the segments of every region, in order, until emit
+// LookAhead is how much of the allocation map the planner asks for at
+// once under ByOffset, beyond the region it plans (within the source's
+// size): one Extents call then serves every small region inside it.
+const LookAhead = 64 << 20
+
+// Run calls emit with the segments of every region, in order (as listed,
+// or by offset under ByOffset), until emit
 // returns false or ctx is done; it returns false then, true when every
 // segment was handed out. Segments tile each region without gaps. A
 // device.ErrNotSupported from Extents falls back to copying silently;
 // other map errors are told to Warn and fall back the same way.
 func (p *Planner) Run(ctx context.Context, emit func(Segment) bool) bool {
-	for ri, rg := range p.Regions {
+	order := p.order()
+	var ahead []device.Extent // the map read last, under ByOffset
+	for k := range p.Regions {
+		ri := k
+		if order != nil {
+			ri = order[k]
+		}
+		rg := p.Regions[ri]
 		if rg.Len == 0 {
 			continue // an empty region is done
 		}
@@ -132,11 +155,34 @@ func (p *Planner) Run(ctx context.Context, emit func(Segment) bool) bool {
 			}
 			continue
 		}
-		if !p.planRegion(ctx, ri, emit) {
+		if !p.planRegion(ctx, ri, &ahead, emit) {
 			return false
 		}
 	}
 	return true
+}
+
+// order returns the indexes of Regions in the order Run plans them, or
+// nil for the order they are listed in.
+func (p *Planner) order() []int {
+	if !p.ByOffset {
+		return nil
+	}
+	key := func(rg Region) int64 {
+		if p.Kind == Zero && p.Extents == nil {
+			return rg.Dest
+		}
+		return rg.Src
+	}
+	order := make([]int, len(p.Regions))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int {
+		ra, rb := p.Regions[a], p.Regions[b]
+		return cmp.Or(cmp.Compare(key(ra), key(rb)), cmp.Compare(ra.Dest, rb.Dest))
+	})
+	return order
 }
 
 // regionDests returns the destinations of rg by index.
@@ -158,6 +204,7 @@ func (p *Planner) align() int64 { return max(p.Align, 1) }
 // when not empty, is a run of holes right after it.
 type regionPlan struct {
 	p       *Planner
+	ahead   *[]device.Extent // see Planner.extents
 	ri      int
 	rg      Region
 	all     []int
@@ -169,9 +216,9 @@ type regionPlan struct {
 
 // planRegion reads region ri's allocation map one step at a time and
 // emits its segments. It returns false when ctx or emit ended it.
-func (p *Planner) planRegion(ctx context.Context, ri int, emit func(Segment) bool) bool {
+func (p *Planner) planRegion(ctx context.Context, ri int, ahead *[]device.Extent, emit func(Segment) bool) bool {
 	rg := p.Regions[ri]
-	rp := &regionPlan{p: p, ri: ri, rg: rg, all: p.regionDests(rg), emit: emit, start: rg.Src}
+	rp := &regionPlan{p: p, ahead: ahead, ri: ri, rg: rg, all: p.regionDests(rg), emit: emit, start: rg.Src}
 	end := rg.Src + rg.Len
 	for pos := rg.Src; pos < end; {
 		if ctx.Err() != nil {
@@ -196,7 +243,7 @@ func (p *Planner) planRegion(ctx context.Context, ri int, emit func(Segment) boo
 // step reads the map from pos (at most Step, not past end) and adds it.
 // It returns the bytes added, -1 when emit stopped, and the map's error.
 func (rp *regionPlan) step(pos, end int64) (int64, error) {
-	exts, err := rp.p.Extents.Extents(pos, min(end-pos, Step))
+	exts, err := rp.p.extents(pos, end, rp.ahead)
 	if err == nil && len(exts) == 0 {
 		err = errors.New("device reported no extents")
 	}
@@ -216,6 +263,60 @@ func (rp *regionPlan) step(pos, end int64) (int64, error) {
 		pos += l
 	}
 	return pos - start, err
+}
+
+// extents returns the map from pos on, at most Step of it and not past
+// end. Under ByOffset it asks for LookAhead at least (within the source's
+// size, when the Extenter has a Size method), keeps the answer in *ahead,
+// and answers from it while it covers pos: the regions planned next start
+// at or after this one.
+func (p *Planner) extents(pos, end int64, ahead *[]device.Extent) ([]device.Extent, error) {
+	n := min(end-pos, Step)
+	if !p.ByOffset {
+		return p.Extents.Extents(pos, n)
+	}
+	if exts := clip(*ahead, pos, pos+n); exts != nil {
+		return exts, nil
+	}
+	*ahead = nil
+	ask := n
+	if d, ok := p.Extents.(interface{ Size() int64 }); ok {
+		ask = max(n, min(LookAhead, d.Size()-pos))
+	}
+	exts, err := p.Extents.Extents(pos, ask)
+	if err != nil || ask == n {
+		return exts, err
+	}
+	*ahead = exts
+	return clip(exts, pos, pos+n), nil
+}
+
+// clip returns the extents of exts (sorted, adjacent) within [off, end),
+// the first starting at off, or nil when exts do not cover off. The
+// result is a new slice: exts is not changed.
+func clip(exts []device.Extent, off, end int64) []device.Extent {
+	i, _ := slices.BinarySearchFunc(exts, off, func(e device.Extent, off int64) int {
+		switch {
+		case e.Off+e.Len <= off:
+			return -1
+		case e.Off > off:
+			return 1
+		}
+		return 0
+	})
+	if i == len(exts) || exts[i].Off > off {
+		return nil
+	}
+	var out []device.Extent
+	for _, e := range exts[i:] {
+		if e.Off >= end {
+			break
+		}
+		e.Len = min(e.Off+e.Len, end) - max(e.Off, off)
+		e.Off = max(e.Off, off)
+		out = append(out, e)
+	}
+	return out
 }
 
 // add takes the next piece [off, off+n) of the map.

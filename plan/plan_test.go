@@ -1,9 +1,11 @@
 package plan_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -177,5 +179,79 @@ func TestPlannerNoMap(t *testing.T) {
 	cancel()
 	if p.Run(ctx, func(plan.Segment) bool { return true }) {
 		t.Error("Run with a done context = true; want false")
+	}
+}
+
+// TestPlannerByOffset checks that ByOffset hands the regions out by source
+// offset (by destination offset when zeroing), each segment still naming
+// its region's index, and that without it they go as listed.
+func TestPlannerByOffset(t *testing.T) {
+	regions := []plan.Region{{Src: 300, Dest: 0, Len: 10}, {Src: 0, Dest: 200, Len: 10}, {Src: 100, Dest: 100, Len: 10}}
+	for _, tt := range []struct {
+		kind     plan.Kind
+		byOffset bool
+		want     []int // regions, in the order planned
+	}{
+		{plan.Copy, false, []int{0, 1, 2}},
+		{plan.Copy, true, []int{1, 2, 0}},
+		{plan.Zero, true, []int{0, 2, 1}},
+	} {
+		p := &plan.Planner{Kind: tt.kind, Regions: regions, ZeroFrom: []int64{plan.Unknown}, ByOffset: tt.byOffset}
+		var got []int
+		for _, s := range collect(t, p) {
+			got = append(got, s.Region)
+			if rg := regions[s.Region]; s.Dest != rg.Dest || s.Len != rg.Len || (tt.kind == plan.Copy && s.Src != rg.Src) {
+				t.Errorf("%v, ByOffset %v: segment %+v is not region %d %+v", tt.kind, tt.byOffset, s, s.Region, rg)
+			}
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("%v, ByOffset %v: regions planned in the order %v; want %v", tt.kind, tt.byOffset, got, tt.want)
+		}
+	}
+}
+
+// sizedMap is a patternMap with a Size, which the planner's look-ahead
+// needs, and that counts its calls.
+type sizedMap struct {
+	*patternMap
+	calls atomic.Int64
+}
+
+func (m *sizedMap) Size() int64 { return m.size }
+
+func (m *sizedMap) Extents(off, length int64) ([]device.Extent, error) {
+	m.calls.Add(1)
+	return m.patternMap.Extents(off, length)
+}
+
+// TestPlannerLookAhead checks that under ByOffset many small regions in
+// random order are planned from few map reads (LookAhead at a time), and
+// into exactly the segments planned region by region without it.
+func TestPlannerLookAhead(t *testing.T) {
+	const size = 256 << 20
+	rnd := rand.New(rand.NewPCG(1, 2))
+	var regions []plan.Region
+	for _, slot := range rnd.Perm(size / (64 << 10))[:2000] {
+		off := int64(slot) * 64 << 10
+		regions = append(regions, plan.Region{Src: off, Dest: off, Len: 64 << 10})
+	}
+	// 8 KiB of data, then a 200 KiB hole: regions see data, holes and both.
+	m := &sizedMap{patternMap: &patternMap{size: size, data: 8 << 10, hole: 200 << 10}}
+	p := &plan.Planner{Extents: m, Regions: regions, ZeroFrom: []int64{plan.Unknown}, Align: 4096}
+	want := collect(t, p)
+	plain := m.calls.Load()
+	m.calls.Store(0)
+	p.ByOffset = true
+	got := collect(t, p)
+	if calls := m.calls.Load(); calls > size/plan.LookAhead*8 || calls*10 > plain {
+		t.Errorf("%d map reads under ByOffset (%d region by region); want at most a few per LookAhead", calls, plain)
+	}
+	byRegion := func(a, b plan.Segment) int { return cmp.Or(cmp.Compare(a.Region, b.Region), cmp.Compare(a.Src, b.Src)) }
+	slices.SortFunc(want, byRegion)
+	slices.SortFunc(got, byRegion)
+	if !slices.EqualFunc(got, want, func(a, b plan.Segment) bool {
+		return a.Region == b.Region && a.Src == b.Src && a.Dest == b.Dest && a.Len == b.Len && a.Kind == b.Kind && slices.Equal(a.Dests, b.Dests)
+	}) {
+		t.Errorf("segments under ByOffset differ from those planned region by region (%d against %d)", len(got), len(want))
 	}
 }

@@ -110,7 +110,9 @@ func (r *run) takeResults(res *batch.Result) {
 // allocation map, split by the map when there is one.
 func (r *run) newBatch() *batch.Batch {
 	o := r.o
-	p := &plan.Planner{Kind: plan.Zero, Regions: planRegions(o.Regions), Align: 1, ZeroFrom: r.zeroFrom}
+	// The regions are independent (overlaps were refused), so they run by
+	// offset unless WriteSeq keeps the order given.
+	p := &plan.Planner{Kind: plan.Zero, Regions: planRegions(o.Regions), Align: 1, ZeroFrom: r.zeroFrom, ByOffset: !o.WriteSeq}
 	var warnMu sync.Mutex // the planner runs on a goroutine of its own
 	p.Warn = func(msg string) {
 		warnMu.Lock()

@@ -2,19 +2,18 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/kcopyd/kcopyd"
 	"github.com/kcopyd/kcopyd/clone"
-	"github.com/kcopyd/kcopyd/device"
+	"github.com/kcopyd/kcopyd/clone/cloneserver"
 	"github.com/kcopyd/kcopyd/device/nbd/nbdserver"
 )
 
@@ -62,9 +61,6 @@ const cloneExample = `  # restore a backup from a slow NBD store; use it at once
   # clone an image into a new file, 50 MB/s at most, until it is complete
   kcopyd clone --create --rate 50M --until-hydrated disk.img copy.img \
       --metadata copy.clone --listen 127.0.0.1:10809`
-
-// cloneShutdownTimeout bounds the wait for requests in flight at exit.
-const cloneShutdownTimeout = 30 * time.Second
 
 // cloneOptions are the flags of kcopyd clone. The throttle, progress and
 // NBD client flags live in the shared options.
@@ -122,7 +118,7 @@ func (o *cloneOptions) check(cmd *cobra.Command, args []string) error {
 	case o.progressInterval <= 0:
 		return usageErrorf("--progress-interval must be positive")
 	}
-	if o.regionSize.set && (o.regionSize.n < clone.MinRegionSize || o.regionSize.n > clone.MaxRegionSize || o.regionSize.n&(o.regionSize.n-1) != 0) {
+	if o.regionSize.set && !clone.ValidRegionSize(o.regionSize.n) {
 		return usageErrorf("--region-size must be a power of two from 4KiB to 1GiB, got %d", o.regionSize.n)
 	}
 	if err := o.serve.check(args[:1]); err != nil {
@@ -133,14 +129,11 @@ func (o *cloneOptions) check(cmd *cobra.Command, args []string) error {
 
 // cloneRun is one run of kcopyd clone.
 type cloneRun struct {
-	e        *env
-	o        *cloneOptions
-	src, dst *location
-	md       *device.File
-	mdNew    bool // this run created the metadata file
-	c        *clone.Clone
-	url      string
-	start    time.Time
+	e     *env
+	o     *cloneOptions
+	s     *cloneserver.Server
+	url   string
+	start time.Time
 }
 
 func runClone(ctx context.Context, e *env, o *cloneOptions, cmd *cobra.Command, args []string) error {
@@ -163,19 +156,11 @@ func runClone(ctx context.Context, e *env, o *cloneOptions, cmd *cobra.Command, 
 		defer os.Remove(o.serve.socket)
 	}
 	r := &cloneRun{e: e, o: o, start: time.Now()}
-	if err := r.open(ctx, args, th); err != nil {
+	if r.s, err = cloneserver.Open(ctx, r.config(args, th, tc)); err != nil {
 		ln.Close()
-		return err
+		return inputError(err)
 	}
-	srv, err := nbdserver.New(r.c, &nbdserver.Options{
-		Name: o.serve.export, TLSConfig: tc, TLSRequired: tc != nil,
-		Logf: func(format string, args ...any) { fmt.Fprintf(e.stderr, "kcopyd: clone: "+format+"\n", args...) },
-	})
-	if err != nil {
-		ln.Close()
-		return errors.Join(inputError(err), r.undo())
-	}
-	r.url = o.serve.url(ln.Addr(), tc != nil)
+	r.url = nbdserver.ExportURL(ln.Addr(), o.serve.export, tc != nil)
 	if o.json {
 		fmt.Fprintf(e.stderr, "kcopyd: clone: serving %s\n", r.url)
 	} else {
@@ -184,134 +169,56 @@ func runClone(ctx context.Context, e *env, o *cloneOptions, cmd *cobra.Command, 
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	if o.rateFile != "" {
-		go watchRateFile(watchCtx, o.rateFile, rateContent, r.c.Throttle(), e.stderr, rateFilePoll)
+		go watchRateFile(watchCtx, o.rateFile, rateContent, r.s.Clone.Throttle(), e.stderr, rateFilePoll)
 	}
-	return r.finish(r.serve(ctx, srv, newCountingListener(ln)))
+	serveErr := r.s.Serve(ctx, ln)
+	if !o.quiet && isTerminal(e.stderr) {
+		fmt.Fprint(e.stderr, "\r\033[K") // the last progress line
+	}
+	return r.finish(ctx.Err() != nil, serveErr)
 }
 
-// open opens SOURCE, DEST (creating it with --create), the metadata and
-// the clone. On error everything it created is removed again: a refused
-// run writes nothing.
-func (r *cloneRun) open(ctx context.Context, args []string, th *kcopyd.Throttle) (err error) {
+// config maps the flags to the clone's configuration.
+func (r *cloneRun) config(args []string, th *kcopyd.Throttle, tc *tls.Config) *cloneserver.Config {
 	o := r.o
-	if r.src, err = inspectLocation(args[0]); err != nil {
-		return inputError(err)
+	c := &cloneserver.Config{
+		Source: args[0], Dest: args[1], CreateDest: o.create, Metadata: o.metadata,
+		Clone: clone.Options{RegionSize: o.regionSize.n, BatchSize: o.batchSize, Throttle: th},
+		// buffered: the clone serves NBD requests of any alignment.
+		Location:      *openMode{buffered: true, nbd: &o.nbd}.options(),
+		NBD:           *o.serve.serverOptions(r.e, "clone", tc),
+		UntilHydrated: o.untilHydrated,
+		Names:         cloneserver.Names{CreateDest: "--create", Metadata: "--metadata"},
 	}
-	if r.dst, err = inspectLocation(args[1]); err != nil {
-		return inputError(err)
-	}
-	defer func() {
-		if err != nil {
-			err = errors.Join(err, r.undo())
+	if !o.quiet {
+		c.Progress, c.ProgressInterval = r.progress(), o.progressInterval
+		if isTerminal(r.e.stderr) {
+			c.ProgressInterval = time.Second
 		}
-	}()
-	if r.dst.Kind == locURL {
-		return inputError(fmt.Errorf("%s: DEST must be a file or block device", r.dst.Spec))
 	}
-	// buffered: the clone serves NBD requests of any alignment.
-	if err := openLocation(ctx, r.src, openMode{buffered: true, nbd: &o.nbd}); err != nil {
-		return inputError(err)
-	}
-	if !r.dst.Exists && !o.create {
-		return inputError(fmt.Errorf("DEST %s does not exist (--create makes it)", r.dst.Spec))
-	}
-	if r.dst.Identity() == r.src.Identity() {
-		return inputError(fmt.Errorf("%s: %w", r.dst.Spec, clone.ErrSameDevice))
-	}
-	if r.dst.Exists {
-		err = openLocation(ctx, r.dst, openMode{write: true, buffered: true})
-	} else {
-		err = r.dst.Create(r.src.Dev.Size(), openMode{write: true}.options())
-	}
-	if err != nil {
-		return inputError(err)
-	}
-	if r.dst.Dev.Size() < r.src.Dev.Size() {
-		return inputError(fmt.Errorf("%w: DEST %s has %d bytes, SOURCE %s has %d", clone.ErrDestTooSmall, r.dst.Spec, r.dst.Dev.Size(), r.src.Spec, r.src.Dev.Size()))
-	}
-	if r.md, r.mdNew, err = clone.OpenMetadataFile(o.metadata, r.src.Dev.Size(), o.regionSize.n); err != nil {
-		return inputError(fmt.Errorf("--metadata: %w", err))
-	}
-	// The metadata records the devices' identities (file device and
-	// inode, block device number, NBD URI).
-	copts := &clone.Options{RegionSize: o.regionSize.n, BatchSize: o.batchSize, Throttle: th}
-	if r.c, err = clone.Open(r.src.Dev, r.dst.Dev, r.md, copts); err != nil {
-		return inputError(err)
-	}
-	return nil
+	return c
 }
 
-// undo closes what open opened and removes what it created.
-func (r *cloneRun) undo() error {
-	var err error
-	if r.c != nil {
-		err = r.c.Close()
-		r.c = nil
-	}
-	if r.md != nil {
-		err = errors.Join(err, r.md.Close())
-		if r.mdNew {
-			err = errors.Join(err, os.Remove(r.o.metadata))
-		}
-		r.md = nil
-	}
-	for _, l := range []*location{r.dst, r.src} {
-		if l != nil {
-			err = errors.Join(err, l.Undo())
+// progress returns the progress display: a line rewritten in place on a
+// terminal, a line every --progress-interval otherwise.
+func (r *cloneRun) progress() func(clone.Status) {
+	tty := isTerminal(r.e.stderr)
+	return func(st clone.Status) {
+		if line := "kcopyd: clone: " + st.String(); tty {
+			fmt.Fprint(r.e.stderr, "\r\033[K"+line)
+		} else {
+			fmt.Fprintln(r.e.stderr, line)
 		}
 	}
-	return err
-}
-
-// serve serves the clone until a signal, a listener failure, or (with
-// --until-hydrated) hydration and the last client's disconnection; then it
-// answers the requests in flight and closes the clone, which flushes DEST
-// and commits the metadata.
-func (r *cloneRun) serve(ctx context.Context, srv *nbdserver.Server, ln *countingListener) (interrupted bool, err error) {
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	stopProgress := r.progress()
-	var hydrated <-chan struct{}
-	if r.o.untilHydrated {
-		hydrated = r.c.Hydrated()
-	}
-	var serveErr error
-wait:
-	for {
-		select {
-		case <-ctx.Done():
-			interrupted = true
-			break wait
-		case serveErr = <-served:
-			break wait
-		case <-hydrated:
-			hydrated = nil // now wait for the clients to leave
-		case <-ln.idleIf(hydrated == nil && r.o.untilHydrated):
-			break wait
-		}
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), cloneShutdownTimeout)
-	defer cancel()
-	if srv.Shutdown(sctx) != nil {
-		fmt.Fprintf(r.e.stderr, "kcopyd: clone: requests still in flight after %v were dropped\n", cloneShutdownTimeout)
-	}
-	if serveErr == nil {
-		serveErr = <-served
-	}
-	stopProgress()
-	if errors.Is(serveErr, nbdserver.ErrServerClosed) {
-		serveErr = nil
-	}
-	return interrupted, serveErr
 }
 
 // finish closes the clone and the devices, reports, and returns the exit
 // status.
 func (r *cloneRun) finish(interrupted bool, serveErr error) error {
-	closeErr := errors.Join(r.c.Close(), r.md.Close(), r.dst.Close(), r.src.Close())
-	st := r.c.Status()
+	closeErr := r.s.Close()
+	st := r.s.Clone.Status()
 	if !r.o.quiet {
-		fmt.Fprintln(r.e.stderr, "kcopyd: clone: "+statusLine(st))
+		fmt.Fprintln(r.e.stderr, "kcopyd: clone: "+st.String())
 	}
 	var err error
 	switch {
@@ -343,126 +250,9 @@ type cloneReport struct {
 
 func (r *cloneRun) report(st clone.Status, err error) error {
 	rep := cloneReport{
-		Source: r.src.Spec, Dest: r.dst.Spec, Metadata: r.o.metadata, URL: r.url,
+		Source: r.s.Source.Spec, Dest: r.s.Dest.Spec, Metadata: r.o.metadata, URL: r.url,
 		Seconds: time.Since(r.start).Seconds(), Status: st, Error: errPtr(err),
 	}
 	enc := json.NewEncoder(r.e.stdout)
 	return enc.Encode(rep)
-}
-
-// statusLine describes a clone's progress in one line.
-func statusLine(st clone.Status) string {
-	s := fmt.Sprintf("%s of %s hydrated (%.1f%%)", humanSize(float64(st.HydratedBytes)), humanSize(float64(st.Size)), 100*float64(st.HydratedBytes)/float64(st.Size))
-	if st.Rate > 0 && !st.Done {
-		eta := time.Duration(float64(st.Size-st.HydratedBytes) / st.Rate * float64(time.Second)).Round(time.Second)
-		s += fmt.Sprintf(", %s/s, ETA %s", humanSize(st.Rate), eta)
-	}
-	if st.FailedRegions > 0 {
-		s += fmt.Sprintf(", %d regions failed to copy (retrying): %s", st.FailedRegions, st.LastError)
-	}
-	if st.Done {
-		s += ", complete"
-	}
-	return s
-}
-
-// progress shows the clone's progress until the returned function is
-// called: a line rewritten in place on a terminal, a line every
-// --progress-interval otherwise, nothing with --quiet.
-func (r *cloneRun) progress() (stop func()) {
-	if r.o.quiet {
-		return func() {}
-	}
-	tty := isTerminal(r.e.stderr)
-	interval := r.o.progressInterval
-	if tty {
-		interval = time.Second
-	}
-	quit := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-quit:
-				if tty {
-					fmt.Fprint(r.e.stderr, "\r\033[K")
-				}
-				return
-			case <-t.C:
-			}
-			if line := "kcopyd: clone: " + statusLine(r.c.Status()); tty {
-				fmt.Fprint(r.e.stderr, "\r\033[K"+line)
-			} else {
-				fmt.Fprintln(r.e.stderr, line)
-			}
-		}
-	}()
-	return func() { close(quit); wg.Wait() }
-}
-
-// countingListener counts the connections it accepted that are still
-// open, so that --until-hydrated can wait for the last client to leave.
-type countingListener struct {
-	net.Listener
-	mu   sync.Mutex
-	open int
-	idle chan struct{} // closed while open == 0
-}
-
-func newCountingListener(l net.Listener) *countingListener {
-	c := &countingListener{Listener: l, idle: make(chan struct{})}
-	close(c.idle)
-	return c
-}
-
-// Accept implements net.Listener.
-func (l *countingListener) Accept() (net.Conn, error) {
-	nc, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.open == 0 {
-		l.idle = make(chan struct{})
-	}
-	l.open++
-	return &countedConn{Conn: nc, l: l}, nil
-}
-
-func (l *countingListener) done() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.open--; l.open == 0 {
-		close(l.idle)
-	}
-}
-
-// idleIf returns a channel closed while no connection is open, or nil
-// (which blocks forever in a select) when cond is false.
-func (l *countingListener) idleIf(cond bool) <-chan struct{} {
-	if !cond {
-		return nil
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.idle
-}
-
-// countedConn tells its listener when it is closed, once.
-type countedConn struct {
-	net.Conn
-	l    *countingListener
-	once sync.Once
-}
-
-// Close implements net.Conn.
-func (c *countedConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(c.l.done)
-	return err
 }

@@ -3,15 +3,11 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -54,9 +50,6 @@ const serveExample = `  # export a disk image on a Unix socket
 
   # with TLS
   kcopyd serve disk.img --listen :10809 --tls-certificates /etc/pki/nbd`
-
-// serveShutdownTimeout bounds the wait for requests in flight at exit.
-const serveShutdownTimeout = 30 * time.Second
 
 // serveOptions are the flags of kcopyd serve.
 type serveOptions struct {
@@ -121,10 +114,7 @@ func runServe(ctx context.Context, e *env, o *serveOptions, args []string) error
 		return inputError(err)
 	}
 	defer l.Close()
-	srv, err := nbdserver.New(l.Dev, &nbdserver.Options{
-		Name: o.export, ReadOnly: o.readOnly, TLSConfig: tc, TLSRequired: tc != nil,
-		Logf: func(format string, args ...any) { fmt.Fprintf(e.stderr, "kcopyd: serve: "+format+"\n", args...) },
-	})
+	srv, err := nbdserver.New(l.Dev, o.serverOptions(e, "serve", tc))
 	if err != nil {
 		return inputError(err)
 	}
@@ -135,81 +125,39 @@ func runServe(ctx context.Context, e *env, o *serveOptions, args []string) error
 	if o.socket != "" {
 		defer os.Remove(o.socket)
 	}
-	fmt.Fprintln(e.stdout, o.url(ln.Addr(), tc != nil))
-	return serveUntilDone(ctx, e, srv, ln, l.Dev, o.readOnly)
-}
-
-// serveUntilDone serves until ctx ends (SIGINT, SIGTERM) or the listener
-// fails, then answers requests in flight and flushes the device.
-func serveUntilDone(ctx context.Context, e *env, srv *nbdserver.Server, ln net.Listener, dev device.Device, readOnly bool) error {
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	var serveErr error
-	select {
-	case <-ctx.Done():
-	case serveErr = <-served:
+	fmt.Fprintln(e.stdout, nbdserver.ExportURL(ln.Addr(), o.export, tc != nil))
+	serveErr := srv.Run(ctx, ln, nbdserver.DefaultShutdownTimeout)
+	if f, ok := l.Dev.(device.Flusher); ok && !o.readOnly {
+		if err := f.Flush(); err != nil {
+			return &exitError{code: exitWriteError, err: fmt.Errorf("flushing %s: %w", device.Name(l.Dev), err)}
+		}
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), serveShutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		fmt.Fprintf(e.stderr, "kcopyd: serve: requests still in flight after %v were dropped\n", serveShutdownTimeout)
-	}
-	if serveErr == nil {
-		serveErr = <-served
-	}
-	var flushErr error
-	if f, ok := dev.(device.Flusher); ok && !readOnly {
-		flushErr = f.Flush()
-	}
-	switch {
-	case flushErr != nil:
-		return &exitError{code: exitWriteError, err: fmt.Errorf("flushing %s: %w", device.Name(dev), flushErr)}
-	case !errors.Is(serveErr, nbdserver.ErrServerClosed):
+	if serveErr != nil {
 		return &exitError{code: exitWriteError, err: serveErr}
 	}
 	return nil
 }
 
-// listenOn opens the listener. A socket path that exists is replaced only
-// when it is a socket nobody listens on (left by a killed server).
+// serverOptions returns the NBD server's options; cmd names the command
+// in its messages.
+func (o *serveOptions) serverOptions(e *env, cmd string, tc *tls.Config) *nbdserver.Options {
+	return &nbdserver.Options{
+		Name: o.export, ReadOnly: o.readOnly, TLSConfig: tc, TLSRequired: tc != nil,
+		Logf: func(format string, args ...any) { fmt.Fprintf(e.stderr, "kcopyd: "+cmd+": "+format+"\n", args...) },
+	}
+}
+
+// listenOn opens the listener: TCP, or a Unix socket that replaces a stale
+// one (nbdserver.ListenUnix), with the flag's name in its refusals.
 func (o *serveOptions) listenOn() (net.Listener, error) {
 	if o.listen != "" {
 		return net.Listen("tcp", o.listen)
 	}
-	st, err := os.Lstat(o.socket)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-	case err != nil:
-		return nil, err
-	case st.Mode()&fs.ModeSocket == 0:
-		return nil, fmt.Errorf("--socket %s exists and is not a socket", o.socket)
-	default:
-		if c, err := net.Dial("unix", o.socket); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("--socket %s is in use by another server", o.socket)
-		}
-		if err := os.Remove(o.socket); err != nil {
-			return nil, err
-		}
+	l, err := nbdserver.ListenUnix(o.socket)
+	if errors.Is(err, nbdserver.ErrNotSocket) || errors.Is(err, nbdserver.ErrSocketInUse) {
+		err = fmt.Errorf("--socket %w", err)
 	}
-	return net.Listen("unix", o.socket)
-}
-
-// url returns the NBD URL of the export on addr.
-func (o *serveOptions) url(addr net.Addr, tls bool) string {
-	scheme := "nbd"
-	if tls {
-		scheme = "nbds"
-	}
-	path := "/" + url.PathEscape(o.export)
-	if o.socket != "" {
-		abs, err := filepath.Abs(o.socket)
-		if err != nil {
-			abs = o.socket
-		}
-		return scheme + "+unix://" + path + "?socket=" + url.QueryEscape(abs)
-	}
-	return scheme + "://" + addr.String() + path
+	return l, err
 }
 
 // tlsConfig loads the server certificate (and the CA for client
@@ -218,22 +166,14 @@ func (o *serveOptions) tlsConfig() (*tls.Config, error) {
 	if o.tlsDir == "" {
 		return nil, nil
 	}
-	cert, err := tls.LoadX509KeyPair(filepath.Join(o.tlsDir, "server-cert.pem"), filepath.Join(o.tlsDir, "server-key.pem"))
+	cfg, err := nbdserver.LoadTLSConfig(o.tlsDir)
 	if err != nil {
 		return nil, fmt.Errorf("--tls-certificates: %w", err)
 	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	if o.tlsVerifyPeer {
-		ca := filepath.Join(o.tlsDir, "ca-cert.pem")
-		pem, err := os.ReadFile(ca)
-		if err != nil {
+		if err := nbdserver.RequireClientCerts(cfg, filepath.Join(o.tlsDir, nbdserver.TLSCAFile)); err != nil {
 			return nil, fmt.Errorf("--tls-verify-peer: %w", err)
 		}
-		cfg.ClientCAs = x509.NewCertPool()
-		if !cfg.ClientCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--tls-verify-peer: %s holds no PEM certificate", ca)
-		}
-		cfg.ClientAuth = tls.RequireAndVerifyClientCert
 	}
 	return cfg, nil
 }

@@ -20,6 +20,8 @@ const (
 	// request unless the server advertises a smaller maximum block size:
 	// 32 MiB, the size the protocol tells clients to stay under.
 	DefaultMaxRequest = 32 << 20
+	// DefaultSocketBuffer is the default Config.SocketBuffer.
+	DefaultSocketBuffer = 4 << 20
 )
 
 // Config holds the options of Open. The zero value (or nil) opens one
@@ -49,6 +51,18 @@ type Config struct {
 	// longer calls are split. Default and upper bound 32 MiB; the server's
 	// maximum block size lowers it further.
 	MaxRequest int
+
+	// SocketBuffer is the send buffer, in bytes, asked for each
+	// connection over a Unix socket (SO_SNDBUFFORCE as root, else
+	// SO_SNDBUF, which the kernel caps at net.core.wmem_max). With the kernel's default of 208 KiB a 1 MiB
+	// write goes out in five or six writev calls, each waiting for the
+	// server to drain the socket: writing 1 GiB to nbdkit took 22,936
+	// system calls (5,883 writev, 920 of them EAGAIN; 3,943 futex)
+	// against 8,131 (1,024 writev, 1,408 futex) with 4 MiB. TCP
+	// connections keep the kernel's autotuning, which a fixed size would
+	// switch off. Default DefaultSocketBuffer; negative: the kernel's
+	// default.
+	SocketBuffer int
 
 	// Timeout, when positive, drops a connection (failing its pending
 	// requests with ErrTimeout and ErrDisconnected) when requests are
@@ -101,6 +115,9 @@ func (c *Config) withDefaults() Config {
 	}
 	if r.MaxRequest <= 0 || r.MaxRequest > DefaultMaxRequest {
 		r.MaxRequest = DefaultMaxRequest
+	}
+	if r.SocketBuffer == 0 {
+		r.SocketBuffer = DefaultSocketBuffer
 	}
 	return r
 }

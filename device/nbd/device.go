@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"io"
 	"net"
 	"sync"
@@ -180,6 +181,22 @@ func (d *Device) note(logf func(string, ...any), format string, args ...any) {
 	}
 }
 
+// setSendBuffer sets the send buffer of uc to n bytes: with
+// SO_SNDBUFFORCE where the process may (CAP_NET_ADMIN; it is not capped
+// at net.core.wmem_max), else with SO_SNDBUF. Best effort: a refusal
+// leaves the kernel's default.
+func setSendBuffer(uc *net.UnixConn, n int) {
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return
+	}
+	rc.Control(func(fd uintptr) {
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, n) != nil {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, n)
+		}
+	})
+}
+
 // dial opens one connection and runs the handshake.
 func dial(ctx context.Context, u *URI, tc *tls.Config, c *Config) (*conn, error) {
 	network, addr := u.network()
@@ -187,6 +204,9 @@ func dial(ctx context.Context, u *URI, tc *tls.Config, c *Config) (*conn, error)
 	nc, err := dl.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, err
+	}
+	if uc, ok := nc.(*net.UnixConn); ok && c.SocketBuffer > 0 {
+		setSendBuffer(uc, c.SocketBuffer)
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		nc.SetDeadline(dl)

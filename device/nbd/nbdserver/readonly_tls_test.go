@@ -3,11 +3,8 @@ package nbdserver_test
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -57,23 +54,19 @@ func TestReadOnly(t *testing.T) {
 	}
 }
 
-// tlsConfig loads the server certificate of p; with verify, client
-// certificates signed by p's CA are required.
+// tlsConfig loads the server certificate of p with LoadTLSConfig; with
+// verify, client certificates signed by p's CA are required
+// (RequireClientCerts).
 func tlsConfig(tb testing.TB, p *nbdtest.PKI, verify bool) *tls.Config {
 	tb.Helper()
-	cert, err := tls.LoadX509KeyPair(filepath.Join(p.Dir, "server-cert.pem"), filepath.Join(p.Dir, "server-key.pem"))
+	cfg, err := nbdserver.LoadTLSConfig(p.Dir)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{cert}}
 	if verify {
-		pem, err := os.ReadFile(p.CA())
-		if err != nil {
+		if err := nbdserver.RequireClientCerts(cfg, p.CA()); err != nil {
 			tb.Fatal(err)
 		}
-		cfg.ClientCAs = x509.NewCertPool()
-		cfg.ClientCAs.AppendCertsFromPEM(pem)
-		cfg.ClientAuth = tls.RequireAndVerifyClientCert
 	}
 	return cfg
 }
