@@ -111,8 +111,10 @@ func (r *run) takeResults(res *batch.Result) {
 func (r *run) newBatch() *batch.Batch {
 	o := r.o
 	// The regions are independent (overlaps were refused), so they run by
-	// offset unless WriteSeq keeps the order given.
-	p := &plan.Planner{Kind: plan.Zero, Regions: planRegions(o.Regions), Align: 1, ZeroFrom: r.zeroFrom, ByOffset: !o.WriteSeq}
+	// offset unless WriteSeq keeps the order given, or a map records the
+	// jobs: a job joining two regions is recorded at the job offsets of
+	// its first one, which follow on only for regions listed in order.
+	p := &plan.Planner{Kind: plan.Zero, Regions: planRegions(o.Regions), Align: 1, ZeroFrom: r.zeroFrom, ByOffset: !o.WriteSeq && r.pm == nil}
 	var warnMu sync.Mutex // the planner runs on a goroutine of its own
 	p.Warn = func(msg string) {
 		warnMu.Lock()

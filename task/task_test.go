@@ -338,3 +338,28 @@ func TestCompare(t *testing.T) {
 		t.Errorf("result %+v; want everything compared", res)
 	}
 }
+
+// TestMapRegionsOutOfOrder: regions listed out of their offsets' order
+// are recorded in the map at their own job offsets, so the map ends
+// complete (a job joining two regions must not be charged to the first
+// one's offsets).
+func TestMapRegionsOutOfOrder(t *testing.T) {
+	dir := t.TempDir()
+	data := testutil.Pattern(9, 0, 2<<20)
+	src := testutil.WriteFile(t, dir, "src", data)
+	dst := testutil.WriteFile(t, dir, "dst", make([]byte, 2<<20))
+	second, first := task.Whole(1<<20), task.Whole(1<<20)
+	second.Src, second.Dest, second.Line = 1<<20, 1<<20, 1
+	first.Line = 2
+	rep := task.Run(context.Background(), &task.Options{
+		Src: openFile(t, src, nil), Dests: []*location.Location{openFile(t, dst, &location.Options{Write: true})},
+		Regions: []task.Region{second, first}, SubJobSize: 256 << 10, MaxJobs: 2, Map: &task.MapOptions{Path: filepath.Join(dir, "map")},
+	})
+	if rep.Refused != nil || rep.Dests[0].Failed() {
+		t.Fatalf("refused %v, dest %+v", rep.Refused, rep.Dests[0])
+	}
+	if m := rep.Map; m == nil || !m.Complete || m.Done != 2<<20 {
+		t.Fatalf("map %+v; want 2 MiB done", m)
+	}
+	sameFile(t, dst, data)
+}
