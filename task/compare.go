@@ -28,8 +28,10 @@ type CompareOptions struct {
 	// done (see Options.InterruptWait); WaitName names it in notes.
 	InterruptWait time.Duration
 	WaitName      string
-	// Progress is told the bytes compared; Note that the wait for the
-	// reads in flight was given up.
+	// Start is told that the client is ready and the first jobs are
+	// about to be submitted. Progress is told the bytes compared; Note
+	// that the wait for the reads in flight was given up.
+	Start    func()
 	Progress func(done int64)
 	Note     func(msg string)
 	// Wrap, when not nil, wraps each destination's device before it is
@@ -77,6 +79,9 @@ func Compare(ctx context.Context, o *CompareOptions) (*batch.VerifyResult, error
 		if ds != nil {
 			opts.Regions = append(opts.Regions, plan.Region{Src: rg.Src, Dest: rg.Dest, Len: rg.Len, Dests: ds})
 		}
+	}
+	if o.Start != nil {
+		o.Start()
 	}
 	res := batch.Verify(ctx, client, opts)
 	if !res.Abandoned {

@@ -77,8 +77,11 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 		c.Dests = append(c.Dests, l.Dev)
 	}
 	c.Wrap = verifyWrap()
-	prog := newProgress(progressConfig{out: e.stderr, quiet: o.quiet, verb: "verify", total: total, interval: o.progressInterval})
-	c.Progress = prog.set
+	var prog progress = nopProgress{}
+	c.Start = func() { // the client is ready: the jobs start at once
+		prog = newProgress(progressConfig{out: e.stderr, quiet: o.quiet, verb: "verify", total: total, interval: o.progressInterval})
+	}
+	c.Progress = func(n int64) { prog.set(n) }
 	res, err := task.Compare(ctx, c)
 	prog.stop()
 	if err != nil {
