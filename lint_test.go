@@ -22,7 +22,7 @@ var importRules = map[string][]string{
 	"M/bench/cmd/regionloop":      {"golang.org/x/sys/unix"},
 	"M/clone":                     {"M", "M/device", "M/units"},
 	"M/clone/cloneserver":         {"M/clone", "M/device", "M/device/nbd/nbdserver", "M/location"},
-	"M/cmd/kcopyd":                {"M", "M/batch", "M/clone", "M/clone/cloneserver", "M/mapfile", "M/plan", "M/device", "M/device/blockdev", "M/device/nbd", "M/device/nbd/nbdserver", "M/location", "M/ratefile", "M/units", "github.com/spf13/", "github.com/vbauerster/mpb/", "golang.org/x/sys/unix"},
+	"M/cmd/kcopyd":                {"M", "M/batch", "M/clone", "M/clone/cloneserver", "M/mapfile", "M/plan", "M/task", "M/device", "M/device/blockdev", "M/device/nbd", "M/device/nbd/nbdserver", "M/location", "M/ratefile", "M/units", "github.com/spf13/", "github.com/vbauerster/mpb/", "golang.org/x/sys/unix"},
 	"M/device":                    {"M/internal/uring", "golang.org/x/sys/unix"},
 	"M/device/blockdev":           {"M/device", "M/internal/uring", "golang.org/x/sys/unix"},
 	"M/device/blockdev/looptest":  {"golang.org/x/sys/unix"},
@@ -43,6 +43,7 @@ var importRules = map[string][]string{
 	"M/mapfile":                   {},
 	"M/plan":                      {"M/device", "M/units"},
 	"M/ratefile":                  {"M", "M/units"},
+	"M/task":                      {"M", "M/batch", "M/device", "M/location", "M/mapfile", "M/plan", "golang.org/x/sys/unix"},
 	"M/units":                     {},
 }
 

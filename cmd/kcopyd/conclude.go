@@ -1,49 +1,138 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kcopyd/kcopyd"
-	"github.com/kcopyd/kcopyd/batch"
+	"github.com/kcopyd/kcopyd/task"
 )
 
-// verifyOutcome is the result of the --verify phase.
-type verifyOutcome struct {
-	ran     bool  // the destinations were read back
-	srcErr  error // a read error on the source while verifying
-	stopped bool  // interrupted: some chunks were never compared
+// taskNames make the task's messages name the command's flags.
+var taskNames = task.Names{Map: "--map", RetryFailed: "--retry-failed", InterruptWait: "--interrupt-wait", Direct: "--direct", WriteSeq: "--write-seq", IgnoreErrors: "--ignore-errors"}
+
+// taskOptions maps the flags of copy and zero to task.Options.
+func (w *writeRun) taskOptions(th *kcopyd.Throttle) *task.Options {
+	o := w.o
+	t := &task.Options{Src: w.src, Dests: w.locs, Regions: taskRegions(w.regions), SubJobSize: o.subJobSize.n, Throttle: th,
+		MaxJobs: o.jobs, Sparse: !o.noSparse, DestIsZero: o.destIsZero, IgnoreErrors: o.ignoreErrors, WriteSeq: o.writeSeq,
+		NoFlush: o.noFlush, Verify: o.verify, Direct: o.direct, InterruptWait: o.waitOption(), Names: taskNames}
+	if o.create {
+		t.Create = openMode{write: true, direct: o.direct}.options()
+	}
+	if o.mapFile != "" {
+		t.Map = &task.MapOptions{Path: o.mapFile, RetryFailed: o.retryFailed, CheckpointInterval: o.checkpointInterval}
+	}
+	t.WrapVerify = verifyWrap()
+	return t
 }
 
-// conclude prints the outcome, fills the JSON report and returns the
-// result.
-func (w *writeRun) conclude(r *batch.Result, dests []*dest, total int64, v verifyOutcome) error {
-	o, out := w.o, w.e.stderr
+// execute runs the task with the progress display and the --rate-file
+// watcher, and concludes.
+func (w *writeRun) execute(ctx context.Context, th *kcopyd.Throttle, rateContent []byte) error {
+	o := w.o
+	var prog progress = nopProgress{}
+	msgs := io.Writer(w.e.stderr)
+	stopWatch := func() {}
+	t := w.taskOptions(th)
+	t.Events = task.Events{
+		Start: func(total int64) {
+			prog = newProgress(progressConfig{out: w.e.stderr, quiet: o.quiet, verb: w.verb, total: total, names: destNames(w.locs), interval: o.progressInterval})
+			if bp, ok := prog.(*barProgress); ok {
+				msgs = bp.p
+			}
+			stopWatch = w.watchRate(ctx, th, rateContent, msgs)
+		},
+		Progress: func(n int64) { prog.set(n) },
+		Dropped:  func(i int) { prog.fail(i) },
+		Warn:     func(m string) { fmt.Fprintf(msgs, "kcopyd: warning: %s\n", m) },
+		Note:     func(m string) { fmt.Fprintf(msgs, "kcopyd: %s\n", m) },
+		Info: func(m string) {
+			if !o.quiet {
+				fmt.Fprintf(msgs, "kcopyd: %s\n", m)
+			}
+		},
+	}
+	tr := task.Run(ctx, t)
+	stopWatch()
+	prog.stop()
+	w.tr = tr
+	w.rep.Warnings = append(w.rep.Warnings, tr.Warnings...)
+	switch {
+	case tr.Refused != nil:
+		if errors.Is(tr.Refused, task.ErrOptions) {
+			return w.report(exitUsage, &exitError{code: exitUsage, err: tr.Refused})
+		}
+		return w.report(exitUsage, inputError(tr.Refused))
+	case tr.Map != nil && tr.Map.AlreadyComplete:
+		// Said even under --quiet: the run did nothing.
+		fmt.Fprintf(w.e.stderr, "kcopyd: --map %s: the %s is complete already (%d bytes); nothing to do\n", tr.Map.Path, w.verb, tr.Map.Done)
+		w.rep.Map = jsonMapOf(tr.Map)
+		return w.report(exitOK, nil)
+	case tr.Result.Abandoned:
+		fmt.Fprintf(w.e.stderr, "kcopyd: the destinations were not flushed; the bytes reported complete were written, the jobs still in flight may be partly written\n")
+	}
+	return w.conclude()
+}
+
+// watchRate follows --rate-file until the returned function is called.
+func (w *writeRun) watchRate(ctx context.Context, th *kcopyd.Throttle, rateContent []byte, msgs io.Writer) (stop func()) {
+	if w.o.rateFile == "" {
+		return func() {}
+	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		watchRateFile(watchCtx, w.o.rateFile, rateContent, th, msgs, rateFilePoll)
+	}()
+	return func() {
+		stopWatch()
+		wg.Wait()
+	}
+}
+
+// destNames returns the destination arguments.
+func destNames(locs []*location) []string {
+	out := make([]string, len(locs))
+	for i, l := range locs {
+		out[i] = l.Spec
+	}
+	return out
+}
+
+// conclude prints the outcome of a copy or zero task, fills the JSON
+// report and returns the result.
+func (w *writeRun) conclude() error {
+	o, out, tr := w.o, w.e.stderr, w.tr
+	r, v := tr.Result, tr.Verify
 	elapsed := time.Since(w.start)
-	w.rep.Bytes, w.rep.Total = r.Completed, total
-	failed, ok, mismatch := w.concludeDests(r, dests, v)
+	w.rep.Bytes, w.rep.Total = r.Completed, tr.Total
+	failed, ok, mismatch := w.concludeDests()
 	if r.ReadErr != nil {
 		w.rep.ReadError = true
 		w.rep.ReadMessage = errPtr(r.ReadErr)
 	}
-	w.rep.Interrupted = r.Canceled || v.stopped
-	prefixes := r.Prefixes
-	if o.regionsFile == "" && len(w.regions) == 1 {
-		c := prefixes[0]
+	w.rep.Interrupted = tr.Interrupted()
+	if w.single() {
+		c := r.Prefixes[0]
 		w.rep.Completed = &c
 	}
-	w.rep.Remaining = w.remaining(prefixes)
-	code, err := w.resultOf(r, dests, v, failed, ok, mismatch)
+	w.rep.Remaining = tr.Remaining(r.Prefixes)
+	code, err := w.resultOf(failed, ok, mismatch)
 	code, err = w.concludeMap(code, err)
 	if r.Canceled || code == exitReadError && r.ReadErr != nil && !o.ignoreErrors {
-		w.printResume(out, prefixes, nil)
+		w.printResume(out, r.Prefixes, -1)
 	}
-	for i, d := range dests {
-		if d.failed() && len(w.rep.Destinations[i].Remaining) > 0 {
-			w.printResume(out, r.Dests[i].Prefixes, d)
+	for i, d := range tr.Dests {
+		if d.Failed() && len(w.rep.Destinations[i].Remaining) > 0 {
+			w.printResume(out, r.Dests[i].Prefixes, i)
 		}
 	}
 	if code == exitOK && !o.quiet {
@@ -51,33 +140,45 @@ func (w *writeRun) conclude(r *batch.Result, dests []*dest, total int64, v verif
 		if w.verb == "zero" {
 			what = "zeroed"
 		}
-		if v.ran {
+		if v.Ran {
 			suffix = ", verified"
 		}
+		n := len(tr.Dests)
 		fmt.Fprintf(out, "kcopyd: %s %s (%d bytes) to %d destination%s in %s (%s/s)%s\n", what, humanSize(float64(done)), done,
-			len(dests), plural(len(dests)), elapsed.Round(time.Millisecond), humanSize(float64(done)/max(elapsed.Seconds(), 1e-9)), suffix)
+			n, plural(n), elapsed.Round(time.Millisecond), humanSize(float64(done)/max(elapsed.Seconds(), 1e-9)), suffix)
 	}
 	return w.report(code, err)
 }
 
+// single reports whether the run has the one region of the command line.
+func (w *writeRun) single() bool { return w.o.regionsFile == "" && len(w.regions) == 1 }
+
 // concludeDests prints the write errors and records every destination in
 // the JSON report. It returns the destinations that failed and those that
 // did not, and whether --verify found a difference.
-func (w *writeRun) concludeDests(r *batch.Result, dests []*dest, v verifyOutcome) (failed, ok []string, mismatch bool) {
+func (w *writeRun) concludeDests() (failed, ok []string, mismatch bool) {
+	tr := w.tr
 	w.rep.Destinations = nil
-	for i, d := range dests {
-		jd := jsonDest{Location: d.loc.Spec, FailedRanges: rangePairs(d.ranges)}
-		w.reportDest(r, i, &jd)
-		if d.failed() {
-			jd.Error = errPtr(errors.Join(d.errs...))
-			failed = append(failed, d.loc.Spec)
-			for _, err := range d.errs {
-				fmt.Fprintf(w.e.stderr, "kcopyd: write error on %s: %v\n", d.loc.Spec, err)
+	for i, d := range tr.Dests {
+		spec := w.locs[i].Spec
+		jd := jsonDest{Location: spec, FailedRanges: rangePairs(d.Ranges)}
+		prefixes := tr.Result.Dests[i].Prefixes
+		if w.single() {
+			c := prefixes[0]
+			jd.Completed = &c
+		}
+		jd.Remaining = tr.Remaining(prefixes)
+		jd.UnwrittenRanges = tr.Unwritten(i)
+		if d.Failed() {
+			jd.Error = errPtr(errors.Join(d.Errs...))
+			failed = append(failed, spec)
+			for _, err := range d.Errs {
+				fmt.Fprintf(w.e.stderr, "kcopyd: write error on %s: %v\n", spec, err)
 			}
 		} else {
-			ok = append(ok, d.loc.Spec)
+			ok = append(ok, spec)
 		}
-		if v.ran && w.reportVerify(d, v, &jd) {
+		if tr.Verify.Ran && w.reportVerify(i, &jd) {
 			mismatch = true
 		}
 		w.rep.Destinations = append(w.rep.Destinations, jd)
@@ -88,11 +189,12 @@ func (w *writeRun) concludeDests(r *batch.Result, dests []*dest, v verifyOutcome
 // resultOf returns the exit code and error of a copy or zero run, the
 // first failure by precedence: interrupted, refused, read error, failed
 // destinations, then --verify's findings.
-func (w *writeRun) resultOf(r *batch.Result, dests []*dest, v verifyOutcome, failed, ok []string, mismatch bool) (int, error) {
+func (w *writeRun) resultOf(failed, ok []string, mismatch bool) (int, error) {
+	r, v := w.tr.Result, w.tr.Verify
 	switch {
 	case r.Canceled:
 		return exitInterrupted, errors.New("interrupted")
-	case v.stopped:
+	case v.Stopped:
 		return exitInterrupted, fmt.Errorf("interrupted while verifying: the %s finished, but the destinations were not all compared (run \"kcopyd verify\" to check them)", w.verb)
 	case r.InternalErr != nil:
 		code := exitWriteError
@@ -108,9 +210,9 @@ func (w *writeRun) resultOf(r *batch.Result, dests []*dest, v verifyOutcome, fai
 		return exitWriteError, fmt.Errorf("%s failed on %s; completed on %s", w.verb, strings.Join(failed, ", "), strings.Join(ok, ", "))
 	case len(failed) > 0:
 		return exitWriteError, fmt.Errorf("%s failed on every destination", w.verb)
-	case v.srcErr != nil:
-		return exitReadError, fmt.Errorf("verify: read error on %s: %w", w.src.Spec, v.srcErr)
-	case v.ran && anyVerifyReadError(dests):
+	case v.SrcErr != nil:
+		return exitReadError, fmt.Errorf("verify: read error on %s: %w", w.src.Spec, v.SrcErr)
+	case v.Ran && w.anyVerifyReadError():
 		return exitReadError, errors.New("verify: a destination could not be read back")
 	case mismatch:
 		return exitVerify, errors.New("verify found a difference")
@@ -118,35 +220,35 @@ func (w *writeRun) resultOf(r *batch.Result, dests []*dest, v verifyOutcome, fai
 	return exitOK, nil
 }
 
-// reportVerify prints and records the --verify result of d; it returns
-// whether d differs. An interrupted verify proves no destination
-// identical; a difference it found is real.
-func (w *writeRun) reportVerify(d *dest, v verifyOutcome, jd *jsonDest) (differs bool) {
-	out := w.e.stderr
-	ok := d.cmp != nil && d.cmp.Err == nil && d.cmp.FirstDiff < 0 && !v.stopped
+// reportVerify prints and records the --verify result of destination i;
+// it returns whether it differs. An interrupted verify proves no
+// destination identical; a difference it found is real.
+func (w *writeRun) reportVerify(i int, jd *jsonDest) (differs bool) {
+	out, stopped, spec := w.e.stderr, w.tr.Verify.Stopped, w.locs[i].Spec
+	c := w.tr.Dests[i].Verify
+	ok := c != nil && c.Err == nil && c.FirstDiff < 0 && !stopped
 	jd.Verified = &ok
-	c := d.cmp
 	if c == nil {
 		return false
 	}
-	if !v.stopped || c.FirstDiff >= 0 {
+	if !stopped || c.FirstDiff >= 0 {
 		jd.Identical = &ok
 	}
 	switch {
 	case c.Err != nil:
-		fmt.Fprintf(out, "kcopyd: verify: cannot read %s: %v\n", d.loc.Spec, c.Err)
+		fmt.Fprintf(out, "kcopyd: verify: cannot read %s: %v\n", spec, c.Err)
 	case c.FirstDiff >= 0:
 		first, n := c.FirstDiff, c.Chunks
 		jd.FirstDifference, jd.DifferingChunks = &first, &n
-		fmt.Fprintf(out, "kcopyd: verify: %s differs: first differing byte at offset %d (%s)\n", d.loc.Spec, c.FirstDiff, chunksText(c.Chunks, w.chunkSize(), v.stopped))
+		fmt.Fprintf(out, "kcopyd: verify: %s differs: first differing byte at offset %d (%s)\n", spec, c.FirstDiff, chunksText(c.Chunks, w.o.subJobSize.n, stopped))
 		return true
 	}
 	return false
 }
 
-func anyVerifyReadError(dests []*dest) bool {
-	for _, d := range dests {
-		if d.cmp != nil && d.cmp.Err != nil {
+func (w *writeRun) anyVerifyReadError() bool {
+	for _, d := range w.tr.Dests {
+		if d.Verify != nil && d.Verify.Err != nil {
 			return true
 		}
 	}
@@ -154,23 +256,23 @@ func anyVerifyReadError(dests []*dest) bool {
 }
 
 // printResume tells how far an interrupted or failed run got and how to
-// resume it: on every destination when dest is nil, else on dest alone.
-func (w *writeRun) printResume(out io.Writer, prefixes []int64, dest *dest) {
-	if w.pm != nil {
-		if dest == nil {
-			fmt.Fprintf(out, "kcopyd: to resume, run the same command again: --map %s says what is left\n", w.pm.path)
+// resume it: on every destination when dest is -1, else on that one.
+func (w *writeRun) printResume(out io.Writer, prefixes []int64, dest int) {
+	if w.tr.Map != nil {
+		if dest < 0 {
+			fmt.Fprintf(out, "kcopyd: to resume, run the same command again: --map %s says what is left\n", w.tr.Map.Path)
 		}
 		return
 	}
 	who, args, what := "every destination", "...", "to resume"
-	if dest != nil {
-		who, what = dest.loc.Spec, "to finish "+dest.loc.Spec
-		args = dest.loc.Spec
+	if dest >= 0 {
+		spec := w.locs[dest].Spec
+		who, what, args = spec, "to finish "+spec, spec
 		if w.src != nil {
 			args = w.src.Spec + " " + args
 		}
 	}
-	if w.o.regionsFile == "" && len(w.regions) == 1 {
+	if w.single() {
 		rg, p := w.regions[0], prefixes[0]
 		fmt.Fprintf(out, "kcopyd: %d bytes (%s) from the start of the region are complete on %s\n", p, humanSize(float64(p)), who)
 		if p < rg.len {
@@ -182,6 +284,12 @@ func (w *writeRun) printResume(out io.Writer, prefixes []int64, dest *dest) {
 		}
 		return
 	}
+	w.printResumeLines(out, prefixes, who, what, args)
+}
+
+// printResumeLines prints the regions file that finishes a run of many
+// regions.
+func (w *writeRun) printResumeLines(out io.Writer, prefixes []int64, who, what, args string) {
 	complete := 0
 	for i, rg := range w.regions {
 		if prefixes[i] == rg.len {
@@ -202,79 +310,38 @@ func (w *writeRun) printResume(out io.Writer, prefixes []int64, dest *dest) {
 	}
 }
 
-// remaining returns, in regions-file syntax, what is left of each region
-// of which only prefixes[i] bytes are complete; nil when nothing is.
-func (w *writeRun) remaining(prefixes []int64) [][3]int64 {
-	var out [][3]int64
-	for i, rg := range w.regions {
-		if p := prefixes[i]; p < rg.len {
-			out = append(out, [3]int64{rg.src + p, rg.len - p, rg.dest + p})
-		}
-	}
-	return out
-}
-
-// reportDest fills in what the run left on destination i: the prefix
-// known good, what remains to finish it and the ranges never written.
-func (w *writeRun) reportDest(r *batch.Result, i int, jd *jsonDest) {
-	prefixes := r.Dests[i].Prefixes
-	if w.o.regionsFile == "" && len(w.regions) == 1 {
-		c := prefixes[0]
-		jd.Completed = &c
-	}
-	jd.Remaining = w.remaining(prefixes)
-	for reg, u := range r.Dests[i].Unwritten {
-		if rg := w.regions[reg]; u < rg.len {
-			jd.UnwrittenRanges = append(jd.UnwrittenRanges, [2]int64{rg.dest + u, rg.len - u})
-		}
-	}
-}
-
-// dest is one destination of a copy or zero run, with its results.
-type dest struct {
-	loc *location
-	// zeroFrom is the offset from which the destination is known to read
-	// as zeroes before the run: 0 for a file this run created or under
-	// --dest-is-zero, the old size for a file this run extended, and
-	// math.MaxInt64 otherwise.
-	zeroFrom int64
-
-	errs   []error        // write, zeroing, flush and close errors
-	ranges []kcopyd.Range // destination byte ranges that did not receive the right data
-	cmp    *cmpResult     // --verify result
-}
-
-// failed reports whether anything went wrong on d.
-func (d *dest) failed() bool { return len(d.errs) > 0 }
-
 // concludeMap adjusts the result of a --map run: failed ranges left in
 // the map (from this run or an earlier one) or a map that could not be
 // saved make a run that is otherwise fine fail. It prints the map's
 // counts and fills the JSON report.
 func (w *writeRun) concludeMap(code int, err error) (int, error) {
-	pm := w.pm
-	if pm == nil {
+	m := w.tr.Map
+	if m == nil {
 		return code, err
 	}
-	jm := pm.json()
-	w.rep.Map = jm
+	w.rep.Map = jsonMapOf(m)
 	if !w.o.quiet || code != exitOK {
 		state := "complete"
-		if !jm.Complete {
+		if !m.Complete {
 			state = "not complete: rerun the same command to resume"
 		}
-		fmt.Fprintf(w.e.stderr, "kcopyd: --map %s: %d bytes done, %d failed, %d untried (%s)\n", pm.path, jm.Done, jm.Failed, jm.Untried, state)
+		fmt.Fprintf(w.e.stderr, "kcopyd: --map %s: %d bytes done, %d failed, %d untried (%s)\n", m.Path, m.Done, m.Failed, m.Untried, state)
 	}
 	if code != exitOK {
 		return code, err
 	}
 	switch {
-	case pm.saveErr != nil:
-		return exitWriteError, fmt.Errorf("--map %s: %w", pm.path, pm.saveErr)
-	case jm.Failed > 0 && pm.readFailed():
-		return exitReadError, fmt.Errorf("%d bytes failed (read errors, in this run or an earlier one; see --map %s); --retry-failed tries them again", jm.Failed, pm.path)
-	case jm.Failed > 0:
-		return exitWriteError, fmt.Errorf("%d bytes failed (write errors, in this run or an earlier one; see --map %s); --retry-failed tries them again", jm.Failed, pm.path)
+	case m.SaveErr != nil:
+		return exitWriteError, fmt.Errorf("--map %s: %w", m.Path, m.SaveErr)
+	case m.Failed > 0 && m.ReadFailed:
+		return exitReadError, fmt.Errorf("%d bytes failed (read errors, in this run or an earlier one; see --map %s); --retry-failed tries them again", m.Failed, m.Path)
+	case m.Failed > 0:
+		return exitWriteError, fmt.Errorf("%d bytes failed (write errors, in this run or an earlier one; see --map %s); --retry-failed tries them again", m.Failed, m.Path)
 	}
 	return code, err
+}
+
+// jsonMapOf returns the --map part of the JSON report.
+func jsonMapOf(m *task.MapReport) *jsonMap {
+	return &jsonMap{Path: m.Path, Done: m.Done, Failed: m.Failed, Untried: m.Untried, Complete: m.Complete}
 }

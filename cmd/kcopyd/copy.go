@@ -7,10 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/kcopyd/kcopyd"
-	"github.com/kcopyd/kcopyd/device"
-	loc "github.com/kcopyd/kcopyd/location"
-	"github.com/kcopyd/kcopyd/plan"
+	"github.com/kcopyd/kcopyd/task"
 )
 
 const copyLong = `Copy a region of SOURCE to every DEST (1 to 8). Each chunk of the source is
@@ -100,45 +97,19 @@ func runCopy(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 	if w.regions, err = resolveCopyRegions(o, regions, src); err != nil {
 		return w.fail(err)
 	}
-	var needed, total int64
+	var needed int64
 	for _, rg := range w.regions {
 		needed = max(needed, rg.destEnd())
-		total += rg.len
 	}
-	toCreate, toGrow, err := w.openCopyDests(ctx, locs, needed)
-	if err == nil {
-		err = checkCopyInput(w.regions, src, locs, o.direct)
+	if err := w.openCopyDests(ctx, locs, needed); err != nil {
+		return w.fail(err)
 	}
+	th, rateContent, err := o.newThrottle()
 	if err != nil {
 		return w.fail(err)
 	}
-	client, th, rateContent, err := o.newClient(append([]*location{src}, locs...)...)
-	if err != nil {
-		return w.fail(err)
-	}
-	// Create and extend files last: these are the first changes, and they
-	// are undone if anything below fails.
-	dests, err := w.prepareCopyDests(client, src, locs, toCreate, toGrow, needed)
-	if err != nil {
-		client.Close()
-		return w.fail(err)
-	}
-	pc := planConf{kind: plan.Copy, align: maxAlign(src.Dev)}
-	for _, l := range locs {
-		pc.align = max(pc.align, maxAlign(l.Dev))
-	}
-	if ext, ok := src.Dev.(device.Extenter); ok && !o.noSparse {
-		pc.ext = ext
-	}
-	if err := w.setupMap(src, dests); err != nil {
-		client.Close()
-		return w.fail(err)
-	}
-	if w.pm.complete() {
-		client.Close()
-		return w.mapNoop()
-	}
-	return w.execute(ctx, client, th, rateContent, dests, pc, total)
+	o.settleSubJobSize(append([]*location{src}, locs...)...)
+	return w.execute(ctx, th, rateContent)
 }
 
 // resolveCopyRegions returns the regions of a copy: those of --regions, or the
@@ -166,102 +137,36 @@ func resolveCopyRegions(o *options, regions []region, src *location) ([]region, 
 		}
 		regions = []region{{src: off, len: length, dest: o.destOffset.n}}
 	}
-	for _, rg := range regions {
-		if rg.len > src.Size-rg.src { // rg.srcEnd() > src.Size, without overflow
-			return nil, inputError(fmt.Errorf("%s: source range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.src, rg.len, rg.srcEnd(), src.Spec, src.Size))
-		}
+	if err := task.CheckRanges(taskRegions(regions), src, nil); err != nil {
+		return nil, inputError(err)
 	}
 	return regions, nil
 }
 
 // openCopyDests opens the destinations that exist and are big enough
-// (needed bytes), and returns the files to create or extend.
-func (w *writeRun) openCopyDests(ctx context.Context, locs []*location, needed int64) (toCreate, toGrow []*location, err error) {
+// (needed bytes); files to create or extend (--create) are left to the
+// task.
+func (w *writeRun) openCopyDests(ctx context.Context, locs []*location, needed int64) error {
 	o := w.o
 	for _, l := range locs {
 		switch {
 		case l.Kind == locFile && !l.Exists:
 			if !o.create {
-				return nil, nil, inputError(fmt.Errorf("destination %s does not exist (use --create to create it)", l.Spec))
+				return inputError(fmt.Errorf("destination %s does not exist (use --create to create it)", l.Spec))
 			}
-			toCreate = append(toCreate, l)
 			continue
 		case l.Kind == locFile && l.Size < needed:
 			if !o.create {
-				return nil, nil, inputError(fmt.Errorf("destination %s is %d bytes, but the region ends at %d, beyond the end of the file (use --create to extend it)", l.Spec, l.Size, needed))
+				return inputError(fmt.Errorf("destination %s is %d bytes, but the region ends at %d, beyond the end of the file (use --create to extend it)", l.Spec, l.Size, needed))
 			}
-			toGrow = append(toGrow, l)
 			continue
 		}
 		if err := w.openForWrite(ctx, l); err != nil {
-			return nil, nil, inputError(fmt.Errorf("destination %w", err))
+			return inputError(fmt.Errorf("destination %w", err))
 		}
 		if l.Size < needed {
-			return nil, nil, inputError(fmt.Errorf("destination %s is %d bytes, but the region ends at %d", l.Spec, l.Size, needed))
+			return inputError(fmt.Errorf("destination %s is %d bytes, but the region ends at %d", l.Spec, l.Size, needed))
 		}
-	}
-	return toCreate, toGrow, nil
-}
-
-// checkCopyInput checks the regions against the opened devices:
-// duplicates, overlaps and the source's alignment.
-func checkCopyInput(regions []region, src *location, locs []*location, direct bool) error {
-	if err := checkOpenedDuplicates(locs); err != nil {
-		return inputError(err)
-	}
-	if err := checkRegionOverlaps(regions, src, locs); err != nil {
-		return inputError(err)
-	}
-	if err := checkAlignment(regions, src, nil, direct); err != nil {
-		return inputError(err)
 	}
 	return nil
-}
-
-// prepareCopyDests creates and extends the files toCreate and toGrow to
-// needed bytes, checks the destinations' alignment and the engine's
-// acceptance of every region's job, and returns the destinations.
-func (w *writeRun) prepareCopyDests(client *kcopyd.Client, src *location, locs, toCreate, toGrow []*location, needed int64) ([]*dest, error) {
-	o := w.o
-	for _, l := range toCreate {
-		if err := l.Create(needed, openMode{write: true, direct: o.direct}.options()); err != nil {
-			return nil, inputError(fmt.Errorf("destination %w", err))
-		}
-	}
-	for _, l := range toGrow {
-		if err := l.Grow(needed, openMode{write: true, direct: o.direct}.options()); err != nil {
-			return nil, inputError(fmt.Errorf("destination %w", err))
-		}
-	}
-	if err := checkAlignment(w.regions, nil, locs, o.direct); err != nil {
-		return nil, inputError(err)
-	}
-	if err := checkJobs(client, w.regions, src, locs); err != nil {
-		return nil, inputError(err)
-	}
-	dests := make([]*dest, len(locs))
-	for i, l := range locs {
-		dests[i] = &dest{loc: l, zeroFrom: knownZeroFrom(l, o.destIsZero)}
-	}
-	return dests, nil
-}
-
-// checkRegionOverlaps refuses regions whose destination ranges overlap
-// each other (the result would depend on timing) and, through
-// checkAliases, destinations that are the source, or each other, under
-// another name, at overlapping ranges.
-func checkRegionOverlaps(regions []region, src *location, locs []*location) error {
-	var dst []loc.Range
-	for _, rg := range regions {
-		if rg.len > 0 {
-			dst = append(dst, loc.Range{Off: rg.dest, Len: rg.len, Line: rg.line})
-		}
-	}
-	if x, y, ok := loc.FirstSelfOverlap(dst); ok {
-		if x.Line > y.Line {
-			x, y = y, x
-		}
-		return fmt.Errorf("regions lines %d and %d write overlapping destination ranges [%d, +%d) and [%d, +%d); nothing was written: every destination byte may be written by one line only", x.Line, y.Line, x.Off, x.Len, y.Off, y.Len)
-	}
-	return checkAliases(regions, src, locs)
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/kcopyd/kcopyd/task"
 )
 
 // options holds the flags of copy, zero and verify; each command registers
@@ -116,7 +118,7 @@ func (o *options) register(cmd *cobra.Command, fs flagSet) {
 		f.BoolVar(&o.force, "force", false, "write to block devices even when they are mounted or in use")
 		f.StringVar(&o.mapFile, "map", "", "keep the progress in `FILE` and resume from it: a rerun copies only what is not done yet")
 		f.BoolVar(&o.retryFailed, "retry-failed", false, "with --map, try the ranges that failed in an earlier run again")
-		f.DurationVar(&o.checkpointInterval, "checkpoint-interval", defaultCheckpointInterval, "with --map, flush and save the map at least this often")
+		f.DurationVar(&o.checkpointInterval, "checkpoint-interval", task.DefaultCheckpointInterval, "with --map, flush and save the map at least this often")
 		_ = f.MarkHidden("checkpoint-interval")
 	}
 	f.DurationVar(&o.interruptWait, "interrupt-wait", defaultInterruptWait, "after SIGINT/SIGTERM, wait at most `DURATION` for I/O in flight, then give up on it (and do not flush)")
@@ -198,14 +200,6 @@ func (o *options) check(cmd *cobra.Command, specs []string) error {
 		return usageErrorf("--progress-interval must be positive")
 	}
 	return o.nbd.check(cmd, specs)
-}
-
-// inFlight returns how many jobs may run at once.
-func (o *options) inFlight() int {
-	if o.writeSeq {
-		return 1
-	}
-	return o.jobs
 }
 
 // loadRegions reads --regions, or returns nil when it was not given.

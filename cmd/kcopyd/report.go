@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"io"
-	"slices"
 
 	"github.com/kcopyd/kcopyd"
 )
@@ -96,29 +95,12 @@ func errPtr(err error) *string {
 	return strPtr(err.Error())
 }
 
-// rangePairs sorts and merges rs into [offset, length] pairs; it never
-// returns nil, so that JSON shows [] rather than null.
+// rangePairs returns rs as [offset, length] pairs; never nil, so that
+// JSON shows [] rather than null.
 func rangePairs(rs []kcopyd.Range) [][2]int64 {
-	rs = slices.Clone(rs)
-	slices.SortFunc(rs, func(a, b kcopyd.Range) int {
-		switch {
-		case a.Off < b.Off:
-			return -1
-		case a.Off > b.Off:
-			return 1
-		}
-		return 0
-	})
-	out := [][2]int64{}
-	for _, r := range rs {
-		if r.Len <= 0 {
-			continue
-		}
-		if n := len(out); n > 0 && out[n-1][0]+out[n-1][1] >= r.Off {
-			out[n-1][1] = max(out[n-1][0]+out[n-1][1], r.Off+r.Len) - out[n-1][0]
-			continue
-		}
-		out = append(out, [2]int64{r.Off, r.Len})
+	out := make([][2]int64, len(rs))
+	for i, r := range rs {
+		out[i] = [2]int64{r.Off, r.Len}
 	}
 	return out
 }

@@ -8,28 +8,36 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
 	"github.com/kcopyd/kcopyd"
 	"github.com/kcopyd/kcopyd/device"
+	"github.com/kcopyd/kcopyd/plan"
+	"github.com/kcopyd/kcopyd/task"
 )
 
-// writeRun is the state shared by the copy and zero commands.
+// maxOffset is the largest byte offset a region may reach.
+const maxOffset = 1<<63 - 1
+
+// The files of copy, zero and verify depend one way: copy.go, zero.go
+// and verify.go (the subcommands) use conclude.go (run a task, render its
+// report), which uses run.go (the state of a run and its locations),
+// which uses report.go, progress.go, location.go, flags.go and exit.go.
+
+// writeRun is the state of a copy, zero or verify command: the locations
+// it opened, its regions and its JSON report. The work itself is done by
+// package task; writeRun turns the flags into task.Options and the
+// outcome into messages, JSON and an exit status.
 type writeRun struct {
 	e       *env
 	o       *options
-	verb    string // "copy" or "zero"
+	verb    string // "copy", "zero" or "verify"
 	start   time.Time
 	src     *location // nil for zero
 	locs    []*location
 	regions []region
 	rep     jsonReport
-	prepped bool         // files were created or grown: undo on a failure before the first write
-	warnMu  sync.Mutex   // guards rep.Warnings while the planner runs
-	pm      *progressMap // --map, or nil
-	// abandoned is set when an interrupted run gave up on I/O in flight:
-	// closing the locations would wait for it, so they are left open.
-	abandoned bool
+	// tr is the task's outcome (copy, zero), once it ran.
+	tr *task.Report
 }
 
 // fail ends a command that wrote nothing: undoes created and grown files,
@@ -37,7 +45,7 @@ type writeRun struct {
 // --json), or as exitInterrupted when err comes from the command's
 // context being canceled (a signal while connecting to an NBD server).
 func (w *writeRun) fail(err error) error {
-	w.closeAll(true)
+	w.closeAll()
 	if errors.Is(err, context.Canceled) {
 		w.rep.Interrupted = true
 		return w.report(exitInterrupted, err)
@@ -45,24 +53,14 @@ func (w *writeRun) fail(err error) error {
 	return w.report(exitUsage, err)
 }
 
-// closeAll closes every location; with undo, files this run created are
-// removed and grown files truncated back.
-func (w *writeRun) closeAll(undo bool) []error {
-	errs := make([]error, len(w.locs))
-	if w.abandoned {
-		return errs
-	}
-	for i, l := range w.locs {
-		if undo {
-			errs[i] = l.Undo()
-		} else {
-			errs[i] = l.Close()
-		}
+// closeAll closes every location opened so far.
+func (w *writeRun) closeAll() {
+	for _, l := range w.locs {
+		l.Close()
 	}
 	if w.src != nil {
 		w.src.Close()
 	}
-	return errs
 }
 
 // report prints the JSON report under --json and turns code and err into
@@ -114,24 +112,7 @@ func inspectDests(specs []string) ([]*location, error) {
 	return locs, nil
 }
 
-// checkOpenedDuplicates compares the identities of opened devices (URLs
-// have no stat key) with each other and with the source.
-func checkOpenedDuplicates(locs []*location) error {
-	for i, l := range locs {
-		if l.Dev == nil || l.Key() != "" {
-			continue
-		}
-		id := device.IdentityOf(l.Dev)
-		for _, o := range locs[:i] {
-			if o.Dev != nil && o.Key() == "" && device.IdentityOf(o.Dev) == id {
-				return fmt.Errorf("destination %s is given twice (also as %s)", l.Spec, o.Spec)
-			}
-		}
-	}
-	return nil
-}
-
-// openForWrite opens every existing destination for writing.
+// openForWrite opens an existing destination for writing.
 func (w *writeRun) openForWrite(ctx context.Context, l *location) error {
 	err := openLocation(ctx, l, openMode{write: true, direct: w.o.direct, buffered: w.o.buffered, force: w.o.force, nbd: &w.o.nbd, keepAllocation: w.verb == "zero" && !w.o.punchHoles})
 	if err == nil && l.Forced {
@@ -141,8 +122,6 @@ func (w *writeRun) openForWrite(ctx context.Context, l *location) error {
 	return err
 }
 
-// warnNotes shows the remarks the NBD client made while opening l as
-// warnings on stderr (unless --quiet) and in the JSON report.
 // openSource does what copy and verify do first: it checks the arguments
 // and options, loads --regions, inspects (without opening) the
 // destinations and opens the source. On failure it has reported the
@@ -180,6 +159,8 @@ func (w *writeRun) openSource(ctx context.Context, cmd *cobra.Command, args []st
 	return regions, locs, src, nil
 }
 
+// warnNotes shows the remarks the NBD client made while opening l as
+// warnings on stderr (unless --quiet) and in the JSON report.
 func (w *writeRun) warnNotes(l *location) {
 	for _, n := range l.Notes {
 		msg := l.Spec + ": " + n
@@ -190,116 +171,13 @@ func (w *writeRun) warnNotes(l *location) {
 	}
 }
 
-// offloadable reports whether a copy from src to dests is left to the
-// file system's reflink (FICLONERANGE, through the engine's copy offload):
-// every location a regular file, all on one XFS or Btrfs file system (the
-// ones that share blocks; the engine falls back to copying through memory,
-// once, where a file system refuses), without --direct. Zero detection is
-// then left out, since it needs the bytes in memory: zeroes inside data
-// are shared like the rest, and holes are still skipped from SEEK_DATA.
-// Elsewhere zero detection is kept: on ext4, whose copy_file_range copies
-// zeroes as data, the copy would lose the sparseness the command promises
-// (1 GiB file -> new file on ext4, offloaded: 2.0 s and 0.51-0.64 CPU
-// seconds, with zero detection 2.3 s and 0.83-0.88, on a busy machine).
-func offloadable(src *location, dests []*dest, direct bool) bool {
-	if direct || src.Kind != locFile {
-		return false
-	}
-	var st unix.Stat_t
-	var fs unix.Statfs_t
-	if unix.Stat(src.Spec, &st) != nil || unix.Statfs(src.Spec, &fs) != nil {
-		return false
-	}
-	if fs.Type != unix.XFS_SUPER_MAGIC && fs.Type != unix.BTRFS_SUPER_MAGIC {
-		return false
-	}
-	for _, d := range dests {
-		var dst unix.Stat_t
-		if d.loc.Kind != locFile || unix.Stat(d.loc.Spec, &dst) != nil || dst.Dev != st.Dev {
-			return false
-		}
-	}
-	return true
-}
-
-// checkAlignment checks the regions against the alignment each device
-// demands (under --direct, its logical block size or statx's dio
-// alignment). A region may end unaligned exactly at a device's end.
-func checkAlignment(regions []region, src *location, locs []*location, direct bool) error {
-	check := func(l *location, off, length int64, what string, rg region) error {
-		a := int64(device.LimitsOf(l.Dev).OffsetAlign)
-		if a <= 1 {
-			return nil
-		}
-		if l.AutoDirect && (off%a != 0 || (length%a != 0 && off+length != l.Dev.Size())) {
-			// O_DIRECT was our choice, not the user's: serve this
-			// region through the page cache instead.
-			return l.ReopenBuffered()
-		}
-		hint := ""
-		if direct {
-			hint = " under --direct"
-		}
-		if off%a != 0 {
-			return fmt.Errorf("%s: %s %d is not a multiple of %d bytes, as %s requires%s", rg.where(), what, off, a, l.Spec, hint)
-		}
-		if length%a != 0 && off+length != l.Dev.Size() {
-			return fmt.Errorf("%s: length %d is not a multiple of %d bytes, as %s requires%s", rg.where(), length, a, l.Spec, hint)
-		}
-		return nil
-	}
-	for _, rg := range regions {
-		if src != nil {
-			if err := check(src, rg.src, rg.len, "source offset", rg); err != nil {
-				return err
-			}
-		}
-		for i, l := range locs {
-			if !rg.has(i) {
-				continue
-			}
-			if err := check(l, rg.dest, rg.len, "destination offset", rg); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// maxAlign returns the largest OffsetAlign of the devices.
-func maxAlign(devs ...device.Device) int64 {
-	a := int64(1)
-	for _, d := range devs {
-		if d != nil {
-			a = max(a, int64(device.LimitsOf(d).OffsetAlign))
-		}
-	}
-	return a
-}
-
-// destNames returns the destination arguments.
-func destNames(locs []*location) []string {
-	out := make([]string, len(locs))
-	for i, l := range locs {
-		out[i] = l.Spec
+// taskRegions returns the regions as package task takes them.
+func taskRegions(regions []region) []task.Region {
+	out := make([]task.Region, len(regions))
+	for i, rg := range regions {
+		out[i] = task.Region{Region: plan.Region{Src: rg.src, Dest: rg.dest, Len: rg.len, Dests: rg.dests}, Line: rg.line}
 	}
 	return out
-}
-
-// newClient returns the engine client of a copy or zero run over the
-// opened locs, its throttle (nil when the flags ask for none) and the rate
-// file's initial contents.
-func (o *options) newClient(locs ...*location) (*kcopyd.Client, *kcopyd.Throttle, []byte, error) {
-	th, rateContent, err := o.newThrottle()
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	o.settleSubJobSize(locs...)
-	client, err := kcopyd.NewClient(&kcopyd.Options{SubJobSize: o.subJobSize.n, Throttle: th})
-	if err != nil {
-		return nil, nil, nil, inputError(fmt.Errorf("engine: %w", err))
-	}
-	return client, th, rateContent, nil
 }
 
 // newThrottle returns the throttle the flags ask for, or nil, and the
@@ -324,11 +202,65 @@ func (o *options) newThrottle() (*kcopyd.Throttle, []byte, error) {
 	return th, content, nil
 }
 
-func (w *writeRun) chunkSize() int64 { return w.o.subJobSize.n }
+// waitOption returns --interrupt-wait as package task takes it: 0 is no
+// wait.
+func (o *options) waitOption() time.Duration {
+	if o.interruptWait == 0 {
+		return -1
+	}
+	return o.interruptWait
+}
 
 func plural(n int) string {
 	if n == 1 {
 		return ""
 	}
 	return "s"
+}
+
+// verifyChunkHook, when not nil, is called after each chunk of a
+// destination is read for a comparison, one call at a time. Tests set it
+// to interrupt a comparison at a known point.
+var verifyChunkHook func()
+
+// hookMu makes the calls of verifyChunkHook, from the engine's I/O
+// goroutines, one at a time.
+var hookMu sync.Mutex
+
+// verifyWrap returns the wrapper that calls verifyChunkHook, or nil.
+func verifyWrap() func(device.Device) device.Device {
+	if verifyChunkHook == nil {
+		return nil
+	}
+	return func(d device.Device) device.Device { return hookDev{d} }
+}
+
+// hookDev calls verifyChunkHook after each read.
+type hookDev struct{ device.Device }
+
+func (d hookDev) ReadAt(p []byte, off int64) (int, error) {
+	n, err := d.Device.ReadAt(p, off)
+	hookMu.Lock()
+	defer hookMu.Unlock()
+	verifyChunkHook()
+	return n, err
+}
+
+// Limits implements device.Limiter.
+func (d hookDev) Limits() device.Limits { return device.LimitsOf(d.Device) }
+
+// Unwrap returns the device compared.
+func (d hookDev) Unwrap() device.Device { return d.Device }
+
+// chunksText says how many chunks of size bytes differ; partial says the
+// comparison was interrupted, so that n is a lower bound.
+func chunksText(n, size int64, partial bool) string {
+	s := fmt.Sprintf("%d chunks of %s differ", n, formatSize(size))
+	if n == 1 {
+		s = fmt.Sprintf("1 chunk of %s differs", formatSize(size))
+	}
+	if partial {
+		s = "at least " + s + " (the comparison was interrupted)"
+	}
+	return s
 }

@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kcopyd/kcopyd/batch"
-	"github.com/kcopyd/kcopyd/device"
+	"github.com/kcopyd/kcopyd/task"
 )
 
 const verifyLong = `Compare a region of SOURCE with the same-sized region of every DEST (1 to 8).
@@ -71,17 +71,25 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 	for _, rg := range regions {
 		total += rg.len
 	}
-	devs := make([]device.Device, len(locs))
-	for i, l := range locs {
-		devs[i] = l.Dev
+	c := &task.CompareOptions{Src: src.Dev, Regions: taskRegions(regions), ChunkSize: o.subJobSize.n, MaxJobs: o.jobs,
+		InterruptWait: o.waitOption(), WaitName: "--interrupt-wait", Note: func(s string) { fmt.Fprintf(e.stderr, "kcopyd: %s\n", s) }}
+	for _, l := range locs {
+		c.Dests = append(c.Dests, l.Dev)
 	}
-	prog := newProgress(progressConfig{out: e.stderr, quiet: o.quiet, verb: "verify", total: total, interval: o.progressInterval})
-	res, err := w.compare(ctx, nil, src.Dev, devs, prog.set, e.stderr)
+	c.Wrap = verifyWrap()
+	var prog progress = nopProgress{}
+	c.Start = func() { // the client is ready: the jobs start at once
+		prog = newProgress(progressConfig{out: e.stderr, quiet: o.quiet, verb: "verify", total: total, interval: o.progressInterval})
+	}
+	c.Progress = func(n int64) { prog.set(n) }
+	res, err := task.Compare(ctx, c)
 	prog.stop()
 	if err != nil {
 		return w.fail(inputError(fmt.Errorf("engine: %w", err)))
 	}
-	w.closeAll(false)
+	if !res.Abandoned {
+		w.closeAll() // else closing would wait for the reads in flight
+	}
 	w.rep.Bytes, w.rep.Total = res.Compared, total
 	return w.verifyReport(res, src, locs, total)
 }
@@ -115,17 +123,15 @@ func (w *writeRun) verifyRegions(regions []region, src *location, locs []*locati
 		}
 		regions = []region{{src: off, len: length, dest: o.destOffset.n}}
 	}
-	for _, rg := range regions {
-		if rg.srcEnd() > src.Size {
-			return nil, fmt.Errorf("%s: source range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.src, rg.len, rg.srcEnd(), src.Spec, src.Size)
-		}
-		for _, l := range locs {
-			if rg.destEnd() > l.Size {
-				return nil, fmt.Errorf("%s: destination range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.dest, rg.len, rg.destEnd(), l.Spec, l.Size)
-			}
-		}
+	trs := taskRegions(regions)
+	if err := task.CheckRanges(trs, src, locs); err != nil {
+		return nil, err
 	}
-	if err := checkAlignment(regions, src, locs, o.direct); err != nil {
+	direct := ""
+	if o.direct {
+		direct = "--direct"
+	}
+	if err := task.CheckAlignment(trs, src, locs, direct); err != nil {
 		return nil, err
 	}
 	return regions, nil

@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/kcopyd/kcopyd/plan"
+	"github.com/kcopyd/kcopyd/task"
 )
 
 const zeroLong = `Zero a region of every DEST (1 to 8) with the kcopyd engine, using each
@@ -84,35 +84,18 @@ func runZero(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 	if err := w.openZeroDests(ctx, locs); err != nil {
 		return w.fail(err)
 	}
-	if w.regions, err = resolveZeroRegions(o, regions, locs); err != nil {
-		return w.fail(err)
-	}
-	var total int64
-	for _, rg := range w.regions {
-		total += rg.len
-	}
-	client, th, rateContent, err := o.newClient(locs...)
-	if err != nil {
-		return w.fail(err)
-	}
-	dests := make([]*dest, len(locs))
-	for i, l := range locs {
-		dests[i] = &dest{loc: l, zeroFrom: knownZeroFrom(l, false)}
-	}
-	err = checkJobs(client, w.regions, nil, locs)
-	if err != nil {
-		err = inputError(err)
-	} else {
-		err = w.setupMap(nil, dests)
-	}
-	if err != nil || w.pm.complete() {
-		client.Close()
-		if err != nil {
+	if regions == nil {
+		if regions, err = defaultZeroRegions(o, locs); err != nil {
 			return w.fail(err)
 		}
-		return w.mapNoop()
 	}
-	return w.execute(ctx, client, th, rateContent, dests, planConf{kind: plan.Zero, align: 1}, total)
+	w.regions = regions
+	th, rateContent, err := o.newThrottle()
+	if err != nil {
+		return w.fail(err)
+	}
+	o.settleSubJobSize(locs...)
+	return w.execute(ctx, th, rateContent)
 }
 
 // openZeroDests opens every destination of zero for writing.
@@ -125,36 +108,10 @@ func (w *writeRun) openZeroDests(ctx context.Context, locs []*location) error {
 			return inputError(fmt.Errorf("destination %w", err))
 		}
 	}
-	if err := checkOpenedDuplicates(locs); err != nil {
+	if err := task.CheckDuplicates(locs); err != nil {
 		return inputError(err)
 	}
 	return nil
-}
-
-// resolveZeroRegions returns the regions of zero: those of --regions, or
-// the one --offset and --length give (without --length, one per distinct
-// destination size, to its end), checked against the destinations.
-func resolveZeroRegions(o *options, regions []region, locs []*location) ([]region, error) {
-	if regions == nil {
-		var err error
-		if regions, err = defaultZeroRegions(o, locs); err != nil {
-			return nil, err
-		}
-	}
-	for _, rg := range regions {
-		for i, l := range locs {
-			if rg.has(i) && rg.len > l.Size-rg.dest { // rg.destEnd() > l.Size, without overflow
-				return nil, inputError(fmt.Errorf("%s: range [%d, +%d) ends at %d, beyond the end of %s (%d bytes)", rg.where(), rg.dest, rg.len, rg.destEnd(), l.Spec, l.Size))
-			}
-		}
-	}
-	if err := checkAliases(regions, nil, locs); err != nil {
-		return nil, inputError(err)
-	}
-	if err := checkAlignment(regions, nil, locs, o.direct); err != nil {
-		return nil, inputError(err)
-	}
-	return regions, nil
 }
 
 // defaultZeroRegions returns the region of --offset and --length, or

@@ -1,39 +1,44 @@
-package main
+package task
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
+	"io/fs"
+	"math"
 	"slices"
 	"time"
 
 	"github.com/kcopyd/kcopyd/batch"
 	"github.com/kcopyd/kcopyd/device"
+	"github.com/kcopyd/kcopyd/location"
 	"github.com/kcopyd/kcopyd/mapfile"
 	"github.com/kcopyd/kcopyd/plan"
 )
 
-// Checkpoints of --map: completed ranges are made durable and recorded
-// at least this often, and after this many completed bytes.
+// Checkpoints of the map: completed ranges are made durable and recorded
+// at least every DefaultCheckpointInterval, and after CheckpointBytes
+// completed bytes.
 const (
-	defaultCheckpointInterval = 2 * time.Second
-	checkpointBytes           = 256 << 20
+	DefaultCheckpointInterval = 2 * time.Second
+	CheckpointBytes           = 256 << 20
 )
 
-// mapSegChunks bounds a segment of a --map run, in chunks (--sub-job-size):
-// a range is recorded when its engine job finishes, so smaller jobs lose
-// less work to a crash.
+// mapSegChunks bounds a segment of a run with a map, in chunks
+// (SubJobSize): a range is recorded when its engine job finishes, so
+// smaller jobs lose less work to a crash.
 const mapSegChunks = 16
 
-// progressMap is the --map state of a copy or zero run.
-type progressMap struct {
+// mapState is the map of a run.
+type mapState struct {
 	path    string
 	m       *mapfile.Map
 	ck      *mapfile.Checkpointer
-	regions []region
+	regions []Region
 	base    []int64         // job offset of each region
 	snap    []mapfile.Range // the map when the run started: what to plan
 	segMax  int64           // the longest segment to plan
-	// interval is --checkpoint-interval.
+	// interval is MapOptions.CheckpointInterval.
 	interval time.Duration
 	fresh    bool      // the map was created by this run
 	last     time.Time // the last checkpoint
@@ -42,29 +47,86 @@ type progressMap struct {
 
 // mapJob describes the run as the map records it. Empty regions are left
 // out: they have no bytes.
-func mapJob(kind mapfile.Kind, src *location, locs []*location, regions []region, chunk int64) mapfile.Job {
-	job := mapfile.Job{Kind: kind, ChunkSize: chunk}
-	if src != nil {
-		job.Source = mapfile.Location{Name: src.Spec, ID: device.IdentityOf(src.Dev), Size: src.Dev.Size()}
+func mapJob(o *Options) mapfile.Job {
+	job := mapfile.Job{Kind: mapfile.KindZero, ChunkSize: o.SubJobSize}
+	if o.Src != nil {
+		job.Kind = mapfile.KindCopy
+		job.Source = mapLocation(o.Src)
 	}
-	for _, l := range locs {
-		job.Dests = append(job.Dests, mapfile.Location{Name: l.Spec, ID: device.IdentityOf(l.Dev), Size: l.Dev.Size()})
+	for _, l := range o.Dests {
+		job.Dests = append(job.Dests, mapLocation(l))
 	}
-	for _, rg := range regions {
-		if rg.len > 0 {
-			job.Regions = append(job.Regions, mapfile.Region{SrcOffset: rg.src, Length: rg.len, DestOffset: rg.dest})
+	for _, rg := range o.Regions {
+		if rg.Len > 0 {
+			job.Regions = append(job.Regions, mapfile.Region{SrcOffset: rg.Src, Length: rg.Len, DestOffset: rg.Dest})
 		}
 	}
 	return job
 }
 
+func mapLocation(l *location.Location) mapfile.Location {
+	return mapfile.Location{Name: l.Spec, ID: device.IdentityOf(l.Dev), Size: l.Dev.Size()}
+}
+
+// setupMap loads the map, or creates and saves it for a new job, once
+// every location is open and before anything is written. A map of another
+// job is refused. With RetryFailed the failed ranges become untried. It
+// also forgets what the destinations were known to read as zeroes when
+// the map is resumed: an earlier run may have written anywhere.
+func (r *run) setupMap() error {
+	o := r.o
+	if o.Map == nil {
+		return nil
+	}
+	path, verb := o.Map.Path, "copy"
+	if o.Src == nil {
+		verb = "zero"
+	}
+	m, err := mapfile.Load(path)
+	fresh := errors.Is(err, fs.ErrNotExist)
+	switch {
+	case fresh:
+		m, err = mapfile.New(mapJob(o))
+	case err == nil:
+		err = m.Check(mapJob(o))
+	}
+	if err != nil {
+		return fmt.Errorf("%s %s: %w; nothing was written (give another %s FILE for this %s)", o.Names.Map, path, err, o.Names.Map, verb)
+	}
+	pm := &mapState{path: path, m: m, ck: mapfile.NewCheckpointer(m, path), regions: o.Regions, fresh: fresh,
+		last: time.Now(), segMax: mapSegChunks * o.SubJobSize, interval: o.Map.CheckpointInterval}
+	var off int64
+	for _, rg := range o.Regions {
+		pm.base = append(pm.base, off)
+		off += rg.Len
+	}
+	if o.Map.RetryFailed {
+		if n := m.RetryFailed(); n > 0 {
+			o.Events.info(fmt.Sprintf("retrying %d bytes that failed before (%s)", n, o.Names.RetryFailed))
+		}
+	}
+	if fresh || o.Map.RetryFailed {
+		if err := m.Save(path); err != nil {
+			return fmt.Errorf("%s: %w; nothing was written", o.Names.Map, err)
+		}
+	}
+	if !fresh {
+		for i := range r.zeroFrom {
+			r.zeroFrom[i] = math.MaxInt64
+		}
+	}
+	pm.snap = slices.Collect(m.Ranges())
+	r.pm = pm
+	return nil
+}
+
 // complete reports whether a resumed map has nothing left to do.
-func (pm *progressMap) complete() bool { return pm != nil && !pm.fresh && pm.m.Complete() }
+func (pm *mapState) complete() bool { return pm != nil && !pm.fresh && pm.m.Complete() }
 
 // split hands out s in pieces by the state the map had when the run
-// started: untried pieces (at most mapSegMax long) keep s's kind, done
-// ones are skipped, and failed ones are skipped and not counted complete.
-func (pm *progressMap) split(s plan.Segment, emit func(plan.Segment) bool) bool {
+// started: untried pieces (at most segMax long) keep s's kind, done ones
+// are skipped, and failed ones are skipped and not counted complete.
+func (pm *mapState) split(s plan.Segment, emit func(plan.Segment) bool) bool {
 	off := pm.jobOff(s.Region, s.Dest)
 	end := off + s.Len
 	i, _ := slices.BinarySearchFunc(pm.snap, off, func(r mapfile.Range, off int64) int {
@@ -96,8 +158,8 @@ func (pm *progressMap) split(s plan.Segment, emit func(plan.Segment) bool) bool 
 }
 
 // jobOff returns the job offset of destination offset dest in region reg.
-func (pm *progressMap) jobOff(reg int, dest int64) int64 {
-	return pm.base[reg] + dest - pm.regions[reg].dest
+func (pm *mapState) jobOff(reg int, dest int64) int64 {
+	return pm.base[reg] + dest - pm.regions[reg].Dest
 }
 
 // record notes in the map what job j did. A range is added for the next
@@ -107,7 +169,7 @@ func (pm *progressMap) jobOff(reg int, dest int64) int64 {
 // unreadable range is never said to be on the destinations whose write
 // succeeded. Coalesced jobs span consecutive regions, whose job offsets
 // follow on as their destination offsets do.
-func (pm *progressMap) record(j *batch.JobResult, ignore bool) {
+func (pm *mapState) record(j *batch.JobResult, ignore bool) {
 	at := func(dest int64) int64 { return pm.jobOff(j.Region, dest) }
 	je := j.Err
 	if je == nil {
@@ -168,9 +230,9 @@ func markWriteFailures(m *mapfile.Map, fails []destRange) {
 
 // maybeCheckpoint checkpoints when the interval has passed or enough
 // bytes completed since the last checkpoint.
-func (pm *progressMap) maybeCheckpoint(b *batch.Batch, note func(string)) {
-	if time.Since(pm.last) >= pm.interval || pm.ck.Pending() >= checkpointBytes {
-		pm.checkpoint(b, note)
+func (pm *mapState) maybeCheckpoint(b *batch.Batch, note func(string), name string) {
+	if time.Since(pm.last) >= pm.interval || pm.ck.Pending() >= CheckpointBytes {
+		pm.checkpoint(b, note, name)
 	}
 }
 
@@ -182,26 +244,23 @@ func (pm *progressMap) maybeCheckpoint(b *batch.Batch, note func(string)) {
 // (written to FILE.tmp, synced, renamed, directory synced). A crash
 // before (4) leaves the old map, which calls the ranges untried: they are
 // copied again. A failed flush leaves them untried for good.
-func (pm *progressMap) checkpoint(b *batch.Batch, note func(string)) {
+func (pm *mapState) checkpoint(b *batch.Batch, note func(string), name string) {
 	pm.last = time.Now()
 	if err := pm.ck.Checkpoint(b.Flush); err != nil && pm.saveErr == nil {
 		pm.saveErr = err
-		note(fmt.Sprintf("warning: --map %s: %v", pm.path, err))
+		note(fmt.Sprintf("warning: %s %s: %v", name, pm.path, err))
 	}
 }
 
-// counts of the map for the report.
-func (pm *progressMap) json() *jsonMap {
+// report returns the map's state for the Report.
+func (pm *mapState) report() *MapReport {
 	done, failed, untried := pm.m.Counts()
-	return &jsonMap{Path: pm.path, Done: done, Failed: failed, Untried: untried, Complete: failed == 0 && untried == 0}
-}
-
-// readFailed reports whether a failed range of the map is a read failure.
-func (pm *progressMap) readFailed() bool {
+	mr := &MapReport{Path: pm.path, Done: done, Failed: failed, Untried: untried, Complete: failed == 0 && untried == 0, SaveErr: pm.saveErr}
 	for r := range pm.m.Failed() {
 		if r.Dests == 0 {
-			return true
+			mr.ReadFailed = true
+			break
 		}
 	}
-	return false
+	return mr
 }
