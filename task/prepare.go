@@ -153,24 +153,28 @@ func (r *run) sequentialFor() error {
 	return nil
 }
 
-// offloadable reports whether a copy is left to the file system through
-// the engine's copy offload (FICLONERANGE where blocks can be shared, as
-// on XFS and Btrfs, else copy_file_range; the engine falls back to
-// copying through memory, once, where a file system refuses): every
-// location a regular file, all on one file system, without Direct. Zero
-// detection is then left out, since it needs the bytes in memory: zeroes
-// inside data are copied (or shared) like the rest, as cp does, and holes
-// are still skipped from SEEK_DATA. Chosen by measurement: 1 GiB file ->
-// new file on ext4, interleaved on a busy machine (2026-11-29, 5 rounds),
-// median 2.05 s offloaded, 4.85 s with zero detection, 2.52 s for cp;
-// the quiet figures are in docs/PERFORMANCE.md.
+// offloadable reports whether a copy is left to the file system's reflink
+// (FICLONERANGE, through the engine's copy offload): every location a
+// regular file, all on one XFS or Btrfs file system (the ones that share
+// blocks; the engine falls back to copying through memory, once, where a
+// file system refuses), without Direct. Zero detection is then left out,
+// since it needs the bytes in memory: zeroes inside data are shared like
+// the rest, and holes are still skipped from SEEK_DATA. Elsewhere zero
+// detection is kept: on ext4, whose copy_file_range copies zeroes as
+// data, the copy would lose the sparseness (1 GiB file -> new file on
+// ext4, offloaded: 2.0 s and 0.51-0.64 CPU seconds, with zero detection
+// 2.3 s and 0.83-0.88, on a busy machine).
 func (r *run) offloadable() bool {
 	src := r.o.Src
 	if r.o.Direct || src == nil || src.Kind != location.File {
 		return false
 	}
 	var st unix.Stat_t
-	if unix.Stat(src.Spec, &st) != nil {
+	var fs unix.Statfs_t
+	if unix.Stat(src.Spec, &st) != nil || unix.Statfs(src.Spec, &fs) != nil {
+		return false
+	}
+	if fs.Type != unix.XFS_SUPER_MAGIC && fs.Type != unix.BTRFS_SUPER_MAGIC {
 		return false
 	}
 	for _, l := range r.o.Dests {

@@ -131,7 +131,7 @@ func (r *run) newBatch() *batch.Batch {
 		if ext, ok := o.Src.Dev.(device.Extenter); ok && o.Sparse {
 			p.Extents = ext
 		}
-		opts.Src, opts.Sparse = o.Src.Dev, o.Sparse && (o.DetectZeroes || !r.offloadable())
+		opts.Src, opts.Sparse = o.Src.Dev, o.Sparse && !r.offloadable()
 	}
 	if o.IgnoreErrors {
 		opts.Flags |= kcopyd.IgnoreError

@@ -66,16 +66,9 @@ type Options struct {
 	// (asked for or forced by a zoned destination) runs one at a time.
 	MaxJobs int
 	// Sparse skips the source's holes and writes all-zero chunks as
-	// write-zeroes (copy only), except in a copy left to the file
-	// system (every location a regular file on one file system, without
-	// Direct: copy_file_range, or reflink where blocks can be shared),
-	// which reads no bytes into memory and so skips holes only, as cp
-	// does; DetectZeroes asks for zero chunks there too.
+	// write-zeroes (copy only), unless the copy is left to the file
+	// system's reflink.
 	Sparse bool
-	// DetectZeroes, with Sparse, detects all-zero chunks in every copy,
-	// keeping it in memory where it could have been left to the file
-	// system. Default false.
-	DetectZeroes bool
 	// DestIsZero declares that every destination reads zeroes already:
 	// holes and zero chunks are not written at all. Hazard: a destination
 	// that does not keeps its old bytes there.

@@ -20,7 +20,7 @@ var taskNames = task.Names{Map: "--map", RetryFailed: "--retry-failed", Interrup
 func (w *writeRun) taskOptions(th *kcopyd.Throttle) *task.Options {
 	o := w.o
 	t := &task.Options{Src: w.src, Dests: w.locs, Regions: taskRegions(w.regions), SubJobSize: o.subJobSize.n, Throttle: th,
-		MaxJobs: o.jobs, Sparse: !o.noSparse, DetectZeroes: o.sparse, DestIsZero: o.destIsZero, IgnoreErrors: o.ignoreErrors, WriteSeq: o.writeSeq,
+		MaxJobs: o.jobs, Sparse: !o.noSparse, DestIsZero: o.destIsZero, IgnoreErrors: o.ignoreErrors, WriteSeq: o.writeSeq,
 		NoFlush: o.noFlush, Verify: o.verify, Direct: o.direct, InterruptWait: o.waitOption(), Names: taskNames}
 	if o.create {
 		t.Create = openMode{write: true, direct: o.direct}.options()

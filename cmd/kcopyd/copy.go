@@ -28,12 +28,8 @@ file created by --create, the new part of a file it extended, or every
 destination under --dest-is-zero) they are skipped; elsewhere they are
 zeroed with the device's write-zeroes, which punches holes in files, so holes
 stay holes. All-zero chunks read from the source are written with
-write-zeroes too, or skipped on destinations known to read zeroes. A copy
-from a file to files on the same file system is left to the file system
-(copy_file_range, or reflink on XFS and Btrfs) and reads no data into
-memory: it skips holes, and copies zeroes inside data like any data, as cp
-does; --sparse detects them there too. --no-sparse copies every byte as it
-is.
+write-zeroes too, or skipped on destinations known to read zeroes.
+--no-sparse copies every byte as it is.
 
 Everything is checked and opened before the first write: a bad argument,
 a destination that is a directory, too small, given twice, in use (mounted

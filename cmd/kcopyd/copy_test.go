@@ -160,29 +160,16 @@ func TestCopySparse(t *testing.T) {
 	dir := t.TempDir()
 	src, want := makeSparse(t, dir)
 
-	// A fresh file, --sparse: holes are skipped, the allocated zeroes too.
+	// A fresh file: holes are skipped, the allocated zeroes too.
 	fresh := filepath.Join(dir, "fresh")
-	if r := runCLI(t, "", "copy", "--sparse", "--create", src, fresh); r.code != 0 {
-		t.Fatalf("copy --sparse --create = %v", r)
+	if r := runCLI(t, "", "copy", "--create", src, fresh); r.code != 0 {
+		t.Fatalf("copy --create = %v", r)
 	}
 	if !bytes.Equal(readFile(t, fresh), want) {
 		t.Fatal("fresh copy differs from the source")
 	}
 	if got, max := allocated(t, fresh), int64(2<<20); got > max {
 		t.Errorf("fresh copy allocates %d bytes (spans %v); want at most %d (holes stay holes)", got, dataSpans(t, fresh), max)
-	}
-
-	// By default a copy on one file system is left to it: holes are
-	// skipped, the allocated zeroes copied like data (as cp does).
-	offloaded := filepath.Join(dir, "offloaded")
-	if r := runCLI(t, "", "copy", "--create", src, offloaded); r.code != 0 {
-		t.Fatalf("copy --create = %v", r)
-	}
-	if !bytes.Equal(readFile(t, offloaded), want) {
-		t.Fatal("offloaded copy differs from the source")
-	}
-	if got, min, max := allocated(t, offloaded), int64(5<<19), int64(3<<20); got < min || got > max {
-		t.Errorf("offloaded copy allocates %d bytes (spans %v); want %d to %d (holes stay holes, the zeroes are copied)", got, dataSpans(t, offloaded), min, max)
 	}
 
 	// An existing file full of data: holes are zeroed by punching holes.

@@ -126,7 +126,7 @@ func (o *options) register(cmd *cobra.Command, fs flagSet) {
 		f.BoolVar(&o.punchHoles, "punch-holes", false, "free the zeroed blocks of files (FALLOC_FL_PUNCH_HOLE) instead of zeroing them in place")
 	}
 	if fs.copy {
-		f.BoolVar(&o.sparse, "sparse", false, "skip source holes and write all-zero chunks as write-zeroes, also file to file on one file system (the default there skips holes only)")
+		f.BoolVar(&o.sparse, "sparse", false, "skip source holes and write all-zero chunks as write-zeroes (the default)")
 		f.BoolVar(&o.noSparse, "no-sparse", false, "copy every byte, holes and zeroes included")
 		f.BoolVar(&o.destIsZero, "dest-is-zero", false, "the destinations already read as zeroes: do not write holes and zero chunks at all")
 		f.BoolVar(&o.create, "create", false, "create missing destination files, and extend short ones, to the size needed")
