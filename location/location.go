@@ -174,6 +174,13 @@ func BlockIdentity(rdev uint64) string {
 // Key are the same storage under two names.
 func (l *Location) Key() string { return l.key }
 
+// Direct reports whether the opened location reads and writes with
+// O_DIRECT: a file or block device opened with Options.Direct, or a block
+// device with Options.BlockDirect (AutoDirect). An NBD export never does.
+func (l *Location) Direct() bool {
+	return l.Dev != nil && l.Kind != URL && (l.AutoDirect || l.opened.Direct)
+}
+
 // checkOpened refuses a device that is not the storage Inspect examined:
 // the path was replaced (a symbolic link swapped, a file renamed over it)
 // between the check and the open. Identity comes from the opened

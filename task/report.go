@@ -18,6 +18,9 @@ type Report struct {
 	// Regions are the regions of the run, Total their bytes.
 	Regions []Region
 	Total   int64
+	// SubJobSize is the chunk size of the run (Options.SubJobSize, or the
+	// one chosen): the unit of the map and of DestVerify.Chunks.
+	SubJobSize int64
 	// Result is the batch's outcome (nil when Refused or when the map
 	// says the job is complete already): what was completed, the read
 	// error, cancellation, per-region prefixes.

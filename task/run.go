@@ -20,7 +20,7 @@ import (
 // opts.InterruptWait: then Report.Abandoned). opts is not modified.
 func Run(ctx context.Context, opts *Options) *Report {
 	o := opts.clone()
-	r := &run{o: o, rep: &Report{Regions: o.Regions}}
+	r := &run{o: o, rep: &Report{Regions: o.Regions, SubJobSize: o.SubJobSize}}
 	for _, rg := range o.Regions {
 		r.rep.Total += rg.Len
 	}

@@ -14,12 +14,13 @@ import (
 )
 
 // taskNames make the task's messages name the command's flags.
-var taskNames = task.Names{Map: "--map", RetryFailed: "--retry-failed", InterruptWait: "--interrupt-wait", Direct: "--direct", WriteSeq: "--write-seq", IgnoreErrors: "--ignore-errors"}
+var taskNames = task.Names{Map: "--map", RetryFailed: "--retry-failed", InterruptWait: "--interrupt-wait", Direct: "--direct", WriteSeq: "--write-seq",
+	IgnoreErrors: "--ignore-errors", Offset: "--offset", Length: "--length", DestOffset: "--dest-offset"}
 
 // taskOptions maps the flags of copy and zero to task.Options.
 func (w *writeRun) taskOptions(th *kcopyd.Throttle) *task.Options {
 	o := w.o
-	t := &task.Options{Src: w.src, Dests: w.locs, Regions: taskRegions(w.regions), SubJobSize: o.subJobSize.n, Throttle: th,
+	t := &task.Options{Src: w.src, Dests: w.locs, Regions: w.regions, SubJobSize: o.subJobSize.n, Throttle: th,
 		MaxJobs: o.jobs, Sparse: !o.noSparse, DestIsZero: o.destIsZero, IgnoreErrors: o.ignoreErrors, WriteSeq: o.writeSeq,
 		NoFlush: o.noFlush, Verify: o.verify, Direct: o.direct, InterruptWait: o.waitOption(), Names: taskNames}
 	if o.create {
@@ -240,7 +241,7 @@ func (w *writeRun) reportVerify(i int, jd *jsonDest) (differs bool) {
 	case c.FirstDiff >= 0:
 		first, n := c.FirstDiff, c.Chunks
 		jd.FirstDifference, jd.DifferingChunks = &first, &n
-		fmt.Fprintf(out, "kcopyd: verify: %s differs: first differing byte at offset %d (%s)\n", spec, c.FirstDiff, chunksText(c.Chunks, w.o.subJobSize.n, stopped))
+		fmt.Fprintf(out, "kcopyd: verify: %s differs: first differing byte at offset %d (%s)\n", spec, c.FirstDiff, chunksText(c.Chunks, w.tr.SubJobSize, stopped))
 		return true
 	}
 	return false
@@ -275,11 +276,11 @@ func (w *writeRun) printResume(out io.Writer, prefixes []int64, dest int) {
 	if w.single() {
 		rg, p := w.regions[0], prefixes[0]
 		fmt.Fprintf(out, "kcopyd: %d bytes (%s) from the start of the region are complete on %s\n", p, humanSize(float64(p)), who)
-		if p < rg.len {
+		if p < rg.Len {
 			if w.verb == "zero" {
-				fmt.Fprintf(out, "kcopyd: %s: kcopyd zero --offset %d --length %d %s\n", what, rg.dest+p, rg.len-p, args)
+				fmt.Fprintf(out, "kcopyd: %s: kcopyd zero --offset %d --length %d %s\n", what, rg.Dest+p, rg.Len-p, args)
 			} else {
-				fmt.Fprintf(out, "kcopyd: %s: kcopyd copy --offset %d --dest-offset %d --length %d %s\n", what, rg.src+p, rg.dest+p, rg.len-p, args)
+				fmt.Fprintf(out, "kcopyd: %s: kcopyd copy --offset %d --dest-offset %d --length %d %s\n", what, rg.Src+p, rg.Dest+p, rg.Len-p, args)
 			}
 		}
 		return
@@ -292,20 +293,20 @@ func (w *writeRun) printResume(out io.Writer, prefixes []int64, dest int) {
 func (w *writeRun) printResumeLines(out io.Writer, prefixes []int64, who, what, args string) {
 	complete := 0
 	for i, rg := range w.regions {
-		if prefixes[i] == rg.len {
+		if prefixes[i] == rg.Len {
 			complete++
 		}
 	}
 	fmt.Fprintf(out, "kcopyd: %d of %d regions complete on %s; %s, run kcopyd %s --regions FILE %s with these lines:\n", complete, len(w.regions), who, what, w.verb, args)
 	for i, rg := range w.regions {
 		p := prefixes[i]
-		if p == rg.len {
+		if p == rg.Len {
 			continue
 		}
 		if w.verb == "zero" {
-			fmt.Fprintf(out, "%d %d # line %d\n", rg.dest+p, rg.len-p, rg.line)
+			fmt.Fprintf(out, "%d %d # line %d\n", rg.Dest+p, rg.Len-p, rg.Line)
 		} else {
-			fmt.Fprintf(out, "%d %d %d # line %d\n", rg.src+p, rg.len-p, rg.dest+p, rg.line)
+			fmt.Fprintf(out, "%d %d %d # line %d\n", rg.Src+p, rg.Len-p, rg.Dest+p, rg.Line)
 		}
 	}
 }

@@ -99,7 +99,7 @@ func runCopy(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 	}
 	var needed int64
 	for _, rg := range w.regions {
-		needed = max(needed, rg.destEnd())
+		needed = max(needed, rg.DestEnd())
 	}
 	if err := w.openCopyDests(ctx, locs, needed); err != nil {
 		return w.fail(err)
@@ -108,36 +108,21 @@ func runCopy(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 	if err != nil {
 		return w.fail(err)
 	}
-	o.settleSubJobSize(append([]*location{src}, locs...)...)
 	return w.execute(ctx, th, rateContent)
 }
 
-// resolveCopyRegions returns the regions of a copy: those of --regions, or the
-// one --offset, --length and --dest-offset give, checked against the
+// resolveCopyRegions returns the regions of a copy: those of --regions, or
+// the one --offset, --length and --dest-offset give, checked against the
 // source.
-func resolveCopyRegions(o *options, regions []region, src *location) ([]region, error) {
+func resolveCopyRegions(o *options, regions []task.Region, src *location) ([]task.Region, error) {
 	if regions == nil {
-		// An empty source, or --length 0, copies nothing and succeeds
-		// (creating the destination under --create), as dd and cp do.
-		// --offset at the end of a non-empty source without --length is
-		// taken as a mistake.
-		off := o.offset.n
-		if off > src.Size || off == src.Size && src.Size > 0 && !o.length.set {
-			return nil, inputError(fmt.Errorf("--offset %d is at or beyond the end of the source %s (%d bytes): give an --offset below %d", off, src.Spec, src.Size, src.Size))
+		rg, err := o.span().CopyRegion(src, taskNames)
+		if err != nil {
+			return nil, spanError(err)
 		}
-		length := src.Size - off
-		if o.length.set {
-			length = o.length.n
-		}
-		if length > maxOffset-off {
-			return nil, usageErrorf("--offset %d plus --length %d is beyond the largest possible offset (%d)", off, length, int64(maxOffset))
-		}
-		if o.destOffset.n > maxOffset-length {
-			return nil, usageErrorf("--dest-offset %d plus --length %d is beyond the largest possible offset (%d)", o.destOffset.n, length, int64(maxOffset))
-		}
-		regions = []region{{src: off, len: length, dest: o.destOffset.n}}
+		regions = []task.Region{rg}
 	}
-	if err := task.CheckRanges(taskRegions(regions), src, nil); err != nil {
+	if err := task.CheckRanges(regions, src, nil); err != nil {
 		return nil, inputError(err)
 	}
 	return regions, nil

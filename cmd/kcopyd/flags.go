@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -8,46 +9,12 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kcopyd/kcopyd/plan"
 	"github.com/kcopyd/kcopyd/task"
 )
 
 // options holds the flags of copy, zero and verify; each command registers
 // the subset that applies to it.
-// defaultSubJobSize is the command's chunk size: 1 MiB, the kernel's
-// largest sub-job (the library keeps the kernel's default, 512 KiB). Each
-// request costs a context switch and a device doorbell; on 1 GiB with
-// O_DIRECT, 1 MiB chunks took 0.65-0.80 s of CPU against 1.04-1.33 s for
-// 512 KiB, for 18 MiB of peak memory instead of 14 (docs/PERFORMANCE.md).
-const defaultSubJobSize = 1 << 20
-
-// directSubJobSize is the default chunk size when a location is read or
-// written with O_DIRECT (--direct, or a block device by default), where
-// each request costs a round trip to the device and no page cache batches
-// them. Measured on 1 GiB with --direct, 4 MiB against 1 MiB chunks: 0.22-
-// 0.34 against 0.46-0.59 CPU seconds file -> file, 0.33-0.35 against
-// 0.50-0.52 loop -> loop, at the same wall time; peak RSS 40 MiB against
-// 15 MiB.
-const directSubJobSize = 4 << 20
-
-// settleSubJobSize picks the default chunk size once the locations are
-// open: directSubJobSize when one of them uses O_DIRECT, else
-// defaultSubJobSize. A --sub-job-size given on the command line stays, and
-// so does the default under a --throttle below 100: the duty cycle is kept
-// chunk by chunk, and 4 MiB chunks overshot it (bench/run.sh, loop -> loop
-// --direct --throttle 50: a 56.5 % I/O-time share against 50.9 % with
-// 1 MiB chunks).
-func (o *options) settleSubJobSize(locs ...*location) {
-	if o.subJobSize.set || o.throttle < 100 {
-		return
-	}
-	for _, l := range locs {
-		if l != nil && l.Dev != nil && (l.AutoDirect || (o.direct && l.Kind != locURL)) {
-			o.subJobSize.n = directSubJobSize
-			return
-		}
-	}
-}
-
 type options struct {
 	offset, length, destOffset sizeFlag
 	regionsFile                string
@@ -164,13 +131,8 @@ func (o *options) check(cmd *cobra.Command, specs []string) error {
 	if f.Lookup("throttle") != nil && (o.throttle < 1 || o.throttle > 100) {
 		return usageErrorf("--throttle must be a percentage between 1 and 100, got %d", o.throttle)
 	}
-	if o.subJobSize.set {
-		n := o.subJobSize.n
-		if n < 4096 || n > 64<<20 || n%4096 != 0 {
-			return usageErrorf("--sub-job-size must be a multiple of 4KiB between 4KiB and 64MiB, got %d", n)
-		}
-	} else {
-		o.subJobSize.n = defaultSubJobSize
+	if n := o.subJobSize.n; o.subJobSize.set && (n < 4096 || n > 64<<20 || n%4096 != 0) {
+		return usageErrorf("--sub-job-size must be a multiple of 4KiB between 4KiB and 64MiB, got %d", n)
 	}
 	if o.sparse && o.noSparse {
 		return usageErrorf("--sparse and --no-sparse cannot be combined")
@@ -202,8 +164,22 @@ func (o *options) check(cmd *cobra.Command, specs []string) error {
 	return o.nbd.check(cmd, specs)
 }
 
+// span returns the region of --offset, --length and --dest-offset.
+func (o *options) span() task.Span {
+	return task.Span{Offset: o.offset.n, DestOffset: o.destOffset.n, Length: o.length.n, HasLength: o.length.set}
+}
+
+// spanError returns the error of task.Span as the command's: a usage
+// error for offsets out of range, an input error for the source's size.
+func spanError(err error) error {
+	if errors.Is(err, task.ErrOptions) {
+		return &exitError{code: exitUsage, err: err}
+	}
+	return inputError(err)
+}
+
 // loadRegions reads --regions, or returns nil when it was not given.
-func (o *options) loadRegions(stdin io.Reader, format regionsFormat) ([]region, error) {
+func (o *options) loadRegions(stdin io.Reader, format plan.RegionsFormat) ([]task.Region, error) {
 	if o.regionsFile == "" {
 		return nil, nil
 	}
@@ -216,7 +192,7 @@ func (o *options) loadRegions(stdin io.Reader, format regionsFormat) ([]region, 
 		defer f.Close()
 		r = f
 	}
-	regs, err := parseRegions(r, format)
+	regs, err := task.ParseRegions(r, format)
 	if err != nil {
 		return nil, inputError(fmt.Errorf("--regions %s: %w", o.regionsFile, err))
 	}

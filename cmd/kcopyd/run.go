@@ -15,9 +15,6 @@ import (
 	"github.com/kcopyd/kcopyd/task"
 )
 
-// maxOffset is the largest byte offset a region may reach.
-const maxOffset = 1<<63 - 1
-
 // The files of copy, zero and verify depend one way: copy.go, zero.go
 // and verify.go (the subcommands) use conclude.go (run a task, render its
 // report), which uses run.go (the state of a run and its locations),
@@ -34,7 +31,7 @@ type writeRun struct {
 	start   time.Time
 	src     *location // nil for zero
 	locs    []*location
-	regions []region
+	regions []task.Region
 	rep     jsonReport
 	// tr is the task's outcome (copy, zero), once it ran.
 	tr *task.Report
@@ -126,7 +123,7 @@ func (w *writeRun) openForWrite(ctx context.Context, l *location) error {
 // and options, loads --regions, inspects (without opening) the
 // destinations and opens the source. On failure it has reported the
 // error, and returns the error for the command to return.
-func (w *writeRun) openSource(ctx context.Context, cmd *cobra.Command, args []string) ([]region, []*location, *location, error) {
+func (w *writeRun) openSource(ctx context.Context, cmd *cobra.Command, args []string) ([]task.Region, []*location, *location, error) {
 	o := w.o
 	if len(args) < 2 {
 		return nil, nil, nil, w.report(exitUsage, usageErrorf("%s needs a SOURCE and at least one DEST", w.verb))
@@ -135,7 +132,7 @@ func (w *writeRun) openSource(ctx context.Context, cmd *cobra.Command, args []st
 	if err := o.check(cmd, args); err != nil {
 		return nil, nil, nil, w.report(exitUsage, err)
 	}
-	regions, err := o.loadRegions(w.e.stdin, copyRegions)
+	regions, err := o.loadRegions(w.e.stdin, plan.CopyRegions)
 	if err != nil {
 		return nil, nil, nil, w.report(exitUsage, err)
 	}
@@ -169,15 +166,6 @@ func (w *writeRun) warnNotes(l *location) {
 			fmt.Fprintf(w.e.stderr, "kcopyd: warning: %s\n", msg)
 		}
 	}
-}
-
-// taskRegions returns the regions as package task takes them.
-func taskRegions(regions []region) []task.Region {
-	out := make([]task.Region, len(regions))
-	for i, rg := range regions {
-		out[i] = task.Region{Region: plan.Region{Src: rg.src, Dest: rg.dest, Len: rg.len, Dests: rg.dests}, Line: rg.line}
-	}
-	return out
 }
 
 // newThrottle returns the throttle the flags ask for, or nil, and the

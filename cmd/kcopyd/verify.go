@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -69,9 +70,9 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 	w.regions = regions
 	var total int64
 	for _, rg := range regions {
-		total += rg.len
+		total += rg.Len
 	}
-	c := &task.CompareOptions{Src: src.Dev, Regions: taskRegions(regions), ChunkSize: o.subJobSize.n, MaxJobs: o.jobs,
+	c := &task.CompareOptions{Src: src.Dev, Regions: regions, ChunkSize: cmp.Or(o.subJobSize.n, task.SubJobSize), MaxJobs: o.jobs,
 		InterruptWait: o.waitOption(), WaitName: "--interrupt-wait", Note: func(s string) { fmt.Fprintf(e.stderr, "kcopyd: %s\n", s) }}
 	for _, l := range locs {
 		c.Dests = append(c.Dests, l.Dev)
@@ -110,28 +111,23 @@ func (w *writeRun) openVerifyDests(ctx context.Context, locs []*location) error 
 
 // verifyRegions returns the regions to compare (the command-line region
 // when regions is nil) after checking them against the devices.
-func (w *writeRun) verifyRegions(regions []region, src *location, locs []*location) ([]region, error) {
+func (w *writeRun) verifyRegions(regions []task.Region, src *location, locs []*location) ([]task.Region, error) {
 	o := w.o
 	if regions == nil {
-		off := o.offset.n
-		if off >= src.Size {
-			return nil, fmt.Errorf("--offset %d is at or beyond the end of the source %s (%d bytes)", off, src.Spec, src.Size)
+		rg, err := o.span().CopyRegion(src, taskNames)
+		if err != nil {
+			return nil, err
 		}
-		length := src.Size - off
-		if o.length.set {
-			length = o.length.n
-		}
-		regions = []region{{src: off, len: length, dest: o.destOffset.n}}
+		regions = []task.Region{rg}
 	}
-	trs := taskRegions(regions)
-	if err := task.CheckRanges(trs, src, locs); err != nil {
+	if err := task.CheckRanges(regions, src, locs); err != nil {
 		return nil, err
 	}
 	direct := ""
 	if o.direct {
 		direct = "--direct"
 	}
-	if err := task.CheckAlignment(trs, src, locs, direct); err != nil {
+	if err := task.CheckAlignment(regions, src, locs, direct); err != nil {
 		return nil, err
 	}
 	return regions, nil
@@ -159,7 +155,7 @@ func (w *writeRun) verifyReport(res *batch.VerifyResult, src *location, locs []*
 			id := false
 			jd.Identical = &id
 			if !o.json {
-				fmt.Fprintf(e.stdout, "%s: differs: first differing byte at offset %d; %s\n", l.Spec, c.FirstDiff, chunksText(c.Chunks, o.subJobSize.n, stopped))
+				fmt.Fprintf(e.stdout, "%s: differs: first differing byte at offset %d; %s\n", l.Spec, c.FirstDiff, chunksText(c.Chunks, cmp.Or(o.subJobSize.n, task.SubJobSize), stopped))
 			}
 		case srcErr == nil && !stopped:
 			id := true
@@ -194,15 +190,15 @@ func (w *writeRun) verifyReport(res *batch.VerifyResult, src *location, locs []*
 // past the end of the default region (the source's end), whose last bytes
 // were not compared, and records it as a warning; "" for the others, and
 // for all when the user chose the region (explicit).
-func (w *writeRun) uncomparedTails(regions []region, locs []*location, explicit bool) []string {
+func (w *writeRun) uncomparedTails(regions []task.Region, locs []*location, explicit bool) []string {
 	out := make([]string, len(locs))
 	if explicit || len(regions) != 1 {
 		return out
 	}
-	end := regions[0].destEnd()
+	end := regions[0].DestEnd()
 	for i, l := range locs {
 		if extra := l.Size - end; extra > 0 {
-			out[i] = fmt.Sprintf(" over the source's %d bytes; its last %d bytes, past the end of the source, were not compared", regions[0].len, extra)
+			out[i] = fmt.Sprintf(" over the source's %d bytes; its last %d bytes, past the end of the source, were not compared", regions[0].Len, extra)
 			w.rep.Warnings = append(w.rep.Warnings, fmt.Sprintf("%s is %d bytes longer than the source: its last %d bytes were not compared", l.Spec, extra, extra))
 		}
 	}

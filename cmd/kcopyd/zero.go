@@ -3,11 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/kcopyd/kcopyd/plan"
 	"github.com/kcopyd/kcopyd/task"
 )
 
@@ -72,7 +72,7 @@ func runZero(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 	if err := o.check(cmd, args); err != nil {
 		return w.report(exitUsage, err)
 	}
-	regions, err := o.loadRegions(e.stdin, zeroRegions)
+	regions, err := o.loadRegions(e.stdin, plan.ZeroRegions)
 	if err != nil {
 		return w.report(exitUsage, err)
 	}
@@ -85,8 +85,8 @@ func runZero(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 		return w.fail(err)
 	}
 	if regions == nil {
-		if regions, err = defaultZeroRegions(o, locs); err != nil {
-			return w.fail(err)
+		if regions, err = o.span().ZeroRegions(locs, taskNames); err != nil {
+			return w.fail(spanError(err))
 		}
 	}
 	w.regions = regions
@@ -94,7 +94,6 @@ func runZero(ctx context.Context, e *env, cmd *cobra.Command, o *options, args [
 	if err != nil {
 		return w.fail(err)
 	}
-	o.settleSubJobSize(locs...)
 	return w.execute(ctx, th, rateContent)
 }
 
@@ -112,37 +111,4 @@ func (w *writeRun) openZeroDests(ctx context.Context, locs []*location) error {
 		return inputError(err)
 	}
 	return nil
-}
-
-// defaultZeroRegions returns the region of --offset and --length, or
-// without --length one region per distinct destination size, to its end.
-func defaultZeroRegions(o *options, locs []*location) ([]region, error) {
-	off := o.offset.n
-	if o.length.set {
-		if o.length.n > maxOffset-off {
-			return nil, usageErrorf("--offset %d plus --length %d is beyond the largest possible offset (%d)", off, o.length.n, int64(maxOffset))
-		}
-		return []region{{dest: off, len: o.length.n}}, nil
-	}
-	bySize := map[int64][]int{}
-	var sizes []int64
-	for i, l := range locs {
-		if off > l.Size || off == l.Size && l.Size > 0 {
-			return nil, inputError(fmt.Errorf("--offset %d is at or beyond the end of %s (%d bytes)", off, l.Spec, l.Size))
-		}
-		if _, ok := bySize[l.Size]; !ok {
-			sizes = append(sizes, l.Size)
-		}
-		bySize[l.Size] = append(bySize[l.Size], i)
-	}
-	slices.Sort(sizes)
-	var regions []region
-	for _, sz := range sizes {
-		rg := region{dest: off, len: sz - off}
-		if len(sizes) > 1 {
-			rg.dests = bySize[sz]
-		}
-		regions = append(regions, rg)
-	}
-	return regions, nil
 }
