@@ -3,11 +3,13 @@
 // and the copy slows down or speeds up within a poll interval, without a
 // restart.
 //
-//	th := kcopyd.NewThrottle(100)
-//	if rate, content, err := ratefile.Read(path); err == nil {
-//		th.SetRate(rate)
-//		go ratefile.Follow(ctx, path, content, th, ratefile.PollInterval, nil)
-//	}
+//	th, content, err := ratefile.NewThrottle(100, 0, path)
+//	if err != nil { … } // the file holds no rate
+//	stop := ratefile.Watch(ctx, path, content, th, nil)
+//	defer stop()
+//	client, err := kcopyd.NewClient(&kcopyd.Options{Throttle: th})
+//
+// Read and Follow are the parts, for a caller that runs its own loop.
 //
 // The file holds one rate in bytes per second as units.ParseRate reads
 // it: a size with an optional "/s", or "0" or "unlimited". Only regular
@@ -21,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"syscall"
 	"time"
@@ -122,5 +125,49 @@ func Follow(ctx context.Context, path string, last []byte, th *kcopyd.Throttle, 
 		}
 		th.SetRate(rate)
 		report(rate, nil)
+	}
+}
+
+// NewThrottle returns the throttle a tool with a rate file needs: percent
+// (kcopyd.NewThrottle) with a rate of rate bytes per second, or of the
+// file at path when it exists (Read; "" for no file), and the file's
+// content for Follow or Watch. It returns a nil throttle when nothing
+// limits: percent 100, rate 0 and no path. A file that exists but holds no
+// rate is an error.
+func NewThrottle(percent int, rate int64, path string) (*kcopyd.Throttle, []byte, error) {
+	var content []byte
+	if path != "" {
+		r, c, err := Read(path)
+		switch {
+		case err == nil:
+			rate, content = r, c
+		case !errors.Is(err, fs.ErrNotExist):
+			return nil, nil, err
+		}
+	}
+	if percent >= 100 && rate == 0 && path == "" {
+		return nil, nil, nil
+	}
+	th := kcopyd.NewThrottle(percent)
+	th.SetRate(rate)
+	return th, content, nil
+}
+
+// Watch runs Follow on a goroutine of its own, every PollInterval, until
+// the returned function is called; that function waits for it to return.
+// An empty path watches nothing.
+func Watch(ctx context.Context, path string, last []byte, th *kcopyd.Throttle, report func(rate int64, err error)) (stop func()) {
+	if path == "" {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Follow(ctx, path, last, th, PollInterval, report)
+	}()
+	return func() {
+		cancel()
+		<-done
 	}
 }

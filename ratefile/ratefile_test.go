@@ -128,3 +128,70 @@ func TestFollow(t *testing.T) {
 		t.Errorf("extra report %+v", <-events)
 	}
 }
+
+func TestNewThrottle(t *testing.T) {
+	dir := t.TempDir()
+	path, missing, bad := filepath.Join(dir, "rate"), filepath.Join(dir, "missing"), filepath.Join(dir, "bad")
+	put(t, path, "50M\n")
+	put(t, bad, "fast\n")
+	for _, c := range []struct {
+		name                string
+		percent             int
+		rate                int64
+		path                string
+		nilThrottle         bool
+		wantPercent         int
+		wantRate            int64
+		wantContent, errHas string
+	}{
+		{"nothing limits", 100, 0, "", true, 0, 0, "", ""},
+		{"a rate", 100, 1 << 20, "", false, 100, 1 << 20, "", ""},
+		{"a duty cycle", 50, 0, "", false, 50, 0, "", ""},
+		{"the file's rate wins", 100, 1 << 20, path, false, 100, 50 << 20, "50M\n", ""},
+		{"a missing file keeps the rate", 100, 1 << 20, missing, false, 100, 1 << 20, "", ""},
+		{"a missing file alone still makes a throttle to follow it", 100, 0, missing, false, 100, 0, "", ""},
+		{"a file that holds no rate", 100, 0, bad, true, 0, 0, "", "fast"},
+	} {
+		th, content, err := ratefile.NewThrottle(c.percent, c.rate, c.path)
+		switch {
+		case c.errHas != "":
+			if err == nil || !strings.Contains(err.Error(), c.errHas) || th != nil {
+				t.Errorf("%s: NewThrottle = %v, %v; want an error with %q", c.name, th, err, c.errHas)
+			}
+		case err != nil || (th == nil) != c.nilThrottle || string(content) != c.wantContent:
+			t.Errorf("%s: NewThrottle = %v, %q, %v; want nil %v, content %q", c.name, th, content, err, c.nilThrottle, c.wantContent)
+		case th != nil && (th.Percent() != c.wantPercent || th.Rate() != c.wantRate):
+			t.Errorf("%s: throttle at %d %%, %d B/s; want %d %%, %d B/s", c.name, th.Percent(), th.Rate(), c.wantPercent, c.wantRate)
+		}
+	}
+}
+
+func TestWatch(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rate")
+	put(t, path, "1M")
+	th, content, err := ratefile.NewThrottle(100, 0, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := make(chan int64, 1)
+	stop := ratefile.Watch(context.Background(), path, content, th, func(rate int64, err error) {
+		if err == nil {
+			changed <- rate
+		}
+	})
+	put(t, path, "2M")
+	select {
+	case r := <-changed:
+		if r != 2<<20 || th.Rate() != 2<<20 {
+			t.Errorf("Watch reported %d, throttle at %d; want 2 MiB/s", r, th.Rate())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Watch did not apply the new rate within 30 s")
+	}
+	stop() // waits for the goroutine: TestMain checks none is left
+	if stop := ratefile.Watch(context.Background(), "", nil, th, nil); stop == nil {
+		t.Fatal("Watch of no path returned nil")
+	} else {
+		stop()
+	}
+}

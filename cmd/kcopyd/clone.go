@@ -15,6 +15,7 @@ import (
 	"github.com/kcopyd/kcopyd/clone"
 	"github.com/kcopyd/kcopyd/clone/cloneserver"
 	"github.com/kcopyd/kcopyd/device/nbd/nbdserver"
+	"github.com/kcopyd/kcopyd/ratefile"
 )
 
 const cloneLong = `Serve SOURCE over NBD at once while copying it to DEST in the background
@@ -166,11 +167,7 @@ func runClone(ctx context.Context, e *env, o *cloneOptions, cmd *cobra.Command, 
 	} else {
 		fmt.Fprintln(e.stdout, r.url)
 	}
-	watchCtx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
-	if o.rateFile != "" {
-		go watchRateFile(watchCtx, o.rateFile, rateContent, r.s.Clone.Throttle(), e.stderr, rateFilePoll)
-	}
+	defer ratefile.Watch(ctx, o.rateFile, rateContent, r.s.Clone.Throttle(), rateReport(e.stderr, o.rateFile))()
 	serveErr := r.s.Serve(ctx, ln)
 	if !o.quiet && isTerminal(e.stderr) {
 		fmt.Fprint(e.stderr, "\r\033[K") // the last progress line

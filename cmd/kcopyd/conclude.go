@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/kcopyd/kcopyd"
+	"github.com/kcopyd/kcopyd/ratefile"
 	"github.com/kcopyd/kcopyd/task"
 )
 
@@ -47,7 +47,7 @@ func (w *writeRun) execute(ctx context.Context, th *kcopyd.Throttle, rateContent
 			if bp, ok := prog.(*barProgress); ok {
 				msgs = bp.p
 			}
-			stopWatch = w.watchRate(ctx, th, rateContent, msgs)
+			stopWatch = ratefile.Watch(ctx, o.rateFile, rateContent, th, rateReport(msgs, o.rateFile))
 		},
 		Progress: func(n int64) { prog.set(n) },
 		Dropped:  func(i int) { prog.fail(i) },
@@ -79,24 +79,6 @@ func (w *writeRun) execute(ctx context.Context, th *kcopyd.Throttle, rateContent
 		fmt.Fprintf(w.e.stderr, "kcopyd: the destinations were not flushed; the bytes reported complete were written, the jobs still in flight may be partly written\n")
 	}
 	return w.conclude()
-}
-
-// watchRate follows --rate-file until the returned function is called.
-func (w *writeRun) watchRate(ctx context.Context, th *kcopyd.Throttle, rateContent []byte, msgs io.Writer) (stop func()) {
-	if w.o.rateFile == "" {
-		return func() {}
-	}
-	watchCtx, stopWatch := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		watchRateFile(watchCtx, w.o.rateFile, rateContent, th, msgs, rateFilePoll)
-	}()
-	return func() {
-		stopWatch()
-		wg.Wait()
-	}
 }
 
 // destNames returns the destination arguments.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -12,7 +13,9 @@ import (
 	"github.com/kcopyd/kcopyd"
 	"github.com/kcopyd/kcopyd/device"
 	"github.com/kcopyd/kcopyd/plan"
+	"github.com/kcopyd/kcopyd/ratefile"
 	"github.com/kcopyd/kcopyd/task"
+	"github.com/kcopyd/kcopyd/units"
 )
 
 // The files of copy, zero and verify depend one way: copy.go, zero.go
@@ -169,25 +172,25 @@ func (w *writeRun) warnNotes(l *location) {
 }
 
 // newThrottle returns the throttle the flags ask for, or nil, and the
-// rate file's initial contents.
+// rate file's initial contents (ratefile.NewThrottle).
 func (o *options) newThrottle() (*kcopyd.Throttle, []byte, error) {
-	rate := o.rate.n
-	var content []byte
-	if o.rateFile != "" {
-		r, c, exists, err := readRateFile(o.rateFile)
-		if err != nil {
-			return nil, nil, inputError(fmt.Errorf("--rate-file %s: %w", o.rateFile, err))
-		}
-		if exists {
-			rate, content = r, c
-		}
+	th, content, err := ratefile.NewThrottle(o.throttle, o.rate.n, o.rateFile)
+	if err != nil {
+		return nil, nil, inputError(fmt.Errorf("--rate-file %s: %w", o.rateFile, err))
 	}
-	if o.throttle >= 100 && rate == 0 && o.rateFile == "" {
-		return nil, nil, nil
-	}
-	th := kcopyd.NewThrottle(o.throttle)
-	th.SetRate(rate)
 	return th, content, nil
+}
+
+// rateReport returns the report function of ratefile.Watch: it tells out
+// of each new rate from the --rate-file path and of each refused one.
+func rateReport(out io.Writer, path string) func(int64, error) {
+	return func(rate int64, err error) {
+		if err != nil {
+			fmt.Fprintf(out, "kcopyd: --rate-file %s: %v; rate unchanged\n", path, err)
+			return
+		}
+		fmt.Fprintf(out, "kcopyd: rate set to %s (from %s)\n", units.FormatRate(rate), path)
+	}
 }
 
 // waitOption returns --interrupt-wait as package task takes it: 0 is no
