@@ -29,7 +29,7 @@ func (w *writeRun) taskOptions(th *kcopyd.Throttle) *task.Options {
 	if o.mapFile != "" {
 		t.Map = &task.MapOptions{Path: o.mapFile, RetryFailed: o.retryFailed, CheckpointInterval: o.checkpointInterval}
 	}
-	t.WrapVerify = verifyWrap()
+	t.WrapVerify = wrapVerify
 	return t
 }
 

@@ -5,23 +5,49 @@ import (
 	"encoding/json"
 	"os"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/kcopyd/kcopyd/device"
 )
 
-// interruptVerifyAfter makes the next verify (compareRegions) cancel
+// interruptVerifyAfter makes the next comparison (verify, --verify) cancel
 // cancel once n chunks are compared: a gate inside the comparison, so the
 // interruption lands in the verify phase without timing.
 func interruptVerifyAfter(t *testing.T, n int, cancel context.CancelFunc) {
 	t.Helper()
+	var mu sync.Mutex // the engine's I/O goroutines read at once
 	seen := 0
-	verifyChunkHook = func() {
-		seen++
-		if seen == n {
-			cancel()
-		}
+	wrapVerify = func(d device.Device) device.Device {
+		return hookDev{d, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			seen++
+			if seen == n {
+				cancel()
+			}
+		}}
 	}
-	t.Cleanup(func() { verifyChunkHook = nil })
+	t.Cleanup(func() { wrapVerify = nil })
 }
+
+// hookDev calls after after each read.
+type hookDev struct {
+	device.Device
+	after func()
+}
+
+func (d hookDev) ReadAt(p []byte, off int64) (int, error) {
+	n, err := d.Device.ReadAt(p, off)
+	d.after()
+	return n, err
+}
+
+// Limits implements device.Limiter.
+func (d hookDev) Limits() device.Limits { return device.LimitsOf(d.Device) }
+
+// Unwrap returns the device compared.
+func (d hookDev) Unwrap() device.Device { return d.Device }
 
 // checkVerifyInterrupted checks the outcome of a verify that was
 // interrupted: exit 130, never "identical" or "verified".

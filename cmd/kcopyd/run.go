@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -209,39 +208,10 @@ func plural(n int) string {
 	return "s"
 }
 
-// verifyChunkHook, when not nil, is called after each chunk of a
-// destination is read for a comparison, one call at a time. Tests set it
-// to interrupt a comparison at a known point.
-var verifyChunkHook func()
-
-// hookMu makes the calls of verifyChunkHook, from the engine's I/O
-// goroutines, one at a time.
-var hookMu sync.Mutex
-
-// verifyWrap returns the wrapper that calls verifyChunkHook, or nil.
-func verifyWrap() func(device.Device) device.Device {
-	if verifyChunkHook == nil {
-		return nil
-	}
-	return func(d device.Device) device.Device { return hookDev{d} }
-}
-
-// hookDev calls verifyChunkHook after each read.
-type hookDev struct{ device.Device }
-
-func (d hookDev) ReadAt(p []byte, off int64) (int, error) {
-	n, err := d.Device.ReadAt(p, off)
-	hookMu.Lock()
-	defer hookMu.Unlock()
-	verifyChunkHook()
-	return n, err
-}
-
-// Limits implements device.Limiter.
-func (d hookDev) Limits() device.Limits { return device.LimitsOf(d.Device) }
-
-// Unwrap returns the device compared.
-func (d hookDev) Unwrap() device.Device { return d.Device }
+// wrapVerify, when not nil, wraps every device a comparison reads
+// (task.Options.WrapVerify): tests set it to interrupt a comparison at a
+// known point.
+var wrapVerify func(device.Device) device.Device
 
 // chunksText says how many chunks of size bytes differ; partial says the
 // comparison was interrupted, so that n is a lower bound.

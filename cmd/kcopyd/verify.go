@@ -77,7 +77,7 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 	for _, l := range locs {
 		c.Dests = append(c.Dests, l.Dev)
 	}
-	c.Wrap = verifyWrap()
+	c.Wrap = wrapVerify
 	var prog progress = nopProgress{}
 	c.Start = func() { // the client is ready: the jobs start at once
 		prog = newProgress(progressConfig{out: e.stderr, quiet: o.quiet, verb: "verify", total: total, interval: o.progressInterval})
