@@ -15,6 +15,8 @@ type Report struct {
 	// written; files Run created or grew were removed or truncated back.
 	// Errors of options that cannot be combined wrap ErrOptions.
 	Refused error
+	// Source is the source's location string; "" for a zeroing.
+	Source string
 	// Regions are the regions of the run, Total their bytes.
 	Regions []Region
 	Total   int64
@@ -40,10 +42,16 @@ type Report struct {
 	// the batch's, the destinations were not flushed either: the bytes
 	// reported complete were written, the jobs in flight may be partly.
 	Abandoned bool
+
+	// ignoreErrors and names are the options Err words its message by.
+	ignoreErrors bool
+	names        Names
 }
 
 // DestReport is what a run did to one destination.
 type DestReport struct {
+	// Spec is the destination's location string.
+	Spec string
 	// Errs are the write, zeroing, flush and close errors.
 	Errs []error
 	// Ranges are destination byte ranges that did not receive the right

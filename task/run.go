@@ -20,7 +20,10 @@ import (
 // opts.InterruptWait: then Report.Abandoned). opts is not modified.
 func Run(ctx context.Context, opts *Options) *Report {
 	o := opts.clone()
-	r := &run{o: o, rep: &Report{Regions: o.Regions, SubJobSize: o.SubJobSize}}
+	r := &run{o: o, rep: &Report{Regions: o.Regions, SubJobSize: o.SubJobSize, ignoreErrors: o.IgnoreErrors, names: o.Names}}
+	if o.Src != nil {
+		r.rep.Source = o.Src.Spec
+	}
 	for _, rg := range o.Regions {
 		r.rep.Total += rg.Len
 	}
@@ -33,6 +36,9 @@ func Run(ctx context.Context, opts *Options) *Report {
 		return r.rep
 	}
 	r.rep.Dests = make([]DestReport, len(o.Dests))
+	for i, l := range o.Dests {
+		r.rep.Dests[i].Spec = l.Spec
+	}
 	if r.pm.complete() {
 		r.client.Close()
 		r.closeAll(false)

@@ -156,6 +156,8 @@ type Names struct {
 	Map, RetryFailed, InterruptWait, Direct, WriteSeq, IgnoreErrors string
 	// Offset, Length and DestOffset name the fields of a Span.
 	Offset, Length, DestOffset string
+	// FailedRanges says where a user finds the failed ranges.
+	FailedRanges string
 }
 
 func (n Names) withDefaults() Names {
@@ -173,6 +175,7 @@ func (n Names) withDefaults() Names {
 	def(&n.Offset, "Offset")
 	def(&n.Length, "Length")
 	def(&n.DestOffset, "DestOffset")
+	def(&n.FailedRanges, "the destinations' failed ranges")
 	return n
 }
 

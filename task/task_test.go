@@ -177,6 +177,9 @@ func TestDropFailedDestination(t *testing.T) {
 	if rep.Dests[1].Failed() {
 		t.Errorf("good destination failed: %v", rep.Dests[1].Errs)
 	}
+	if err := rep.Err(); !errors.Is(err, task.ErrWrite) || !strings.Contains(err.Error(), "copy failed on bad; completed on "+good) {
+		t.Errorf("Err() = %v; want ErrWrite naming the bad destination and the good one", err)
+	}
 	if p := rep.Result.Dests[0].Prefixes[0]; p > 1<<20 {
 		t.Errorf("bad destination prefix %d; want at most the failure at %d", p, 1<<20)
 	}

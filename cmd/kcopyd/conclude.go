@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/kcopyd/kcopyd"
@@ -15,7 +14,8 @@ import (
 
 // taskNames make the task's messages name the command's flags.
 var taskNames = task.Names{Map: "--map", RetryFailed: "--retry-failed", InterruptWait: "--interrupt-wait", Direct: "--direct", WriteSeq: "--write-seq",
-	IgnoreErrors: "--ignore-errors", Offset: "--offset", Length: "--length", DestOffset: "--dest-offset"}
+	IgnoreErrors: "--ignore-errors", Offset: "--offset", Length: "--length", DestOffset: "--dest-offset",
+	FailedRanges: "failed_ranges under --json"}
 
 // taskOptions maps the flags of copy and zero to task.Options.
 func (w *writeRun) taskOptions(th *kcopyd.Throttle) *task.Options {
@@ -97,7 +97,7 @@ func (w *writeRun) conclude() error {
 	r, v := tr.Result, tr.Verify
 	elapsed := time.Since(w.start)
 	w.rep.Bytes, w.rep.Total = r.Completed, tr.Total
-	failed, ok, mismatch := w.concludeDests()
+	w.concludeDests()
 	if r.ReadErr != nil {
 		w.rep.ReadError = true
 		w.rep.ReadMessage = errPtr(r.ReadErr)
@@ -108,8 +108,8 @@ func (w *writeRun) conclude() error {
 		w.rep.Completed = &c
 	}
 	w.rep.Remaining = tr.Remaining(r.Prefixes)
-	code, err := w.resultOf(failed, ok, mismatch)
-	code, err = w.concludeMap(code, err)
+	code, err := w.resultOf()
+	w.concludeMap(code)
 	if r.Canceled || code == exitReadError && r.ReadErr != nil && !o.ignoreErrors {
 		w.printResume(out, r.Prefixes, -1)
 	}
@@ -136,10 +136,9 @@ func (w *writeRun) conclude() error {
 // single reports whether the run has the one region of the command line.
 func (w *writeRun) single() bool { return w.o.regionsFile == "" && len(w.regions) == 1 }
 
-// concludeDests prints the write errors and records every destination in
-// the JSON report. It returns the destinations that failed and those that
-// did not, and whether --verify found a difference.
-func (w *writeRun) concludeDests() (failed, ok []string, mismatch bool) {
+// concludeDests prints the write errors and the --verify findings and
+// records every destination in the JSON report.
+func (w *writeRun) concludeDests() {
 	tr := w.tr
 	w.rep.Destinations = nil
 	for i, d := range tr.Dests {
@@ -154,65 +153,49 @@ func (w *writeRun) concludeDests() (failed, ok []string, mismatch bool) {
 		jd.UnwrittenRanges = tr.Unwritten(i)
 		if d.Failed() {
 			jd.Error = errPtr(errors.Join(d.Errs...))
-			failed = append(failed, spec)
 			for _, err := range d.Errs {
 				fmt.Fprintf(w.e.stderr, "kcopyd: write error on %s: %v\n", spec, err)
 			}
-		} else {
-			ok = append(ok, spec)
 		}
-		if tr.Verify.Ran && w.reportVerify(i, &jd) {
-			mismatch = true
+		if tr.Verify.Ran {
+			w.reportVerify(i, &jd)
 		}
 		w.rep.Destinations = append(w.rep.Destinations, jd)
 	}
-	return failed, ok, mismatch
 }
 
-// resultOf returns the exit code and error of a copy or zero run, the
-// first failure by precedence: interrupted, refused, read error, failed
-// destinations, then --verify's findings.
-func (w *writeRun) resultOf(failed, ok []string, mismatch bool) (int, error) {
-	r, v := w.tr.Result, w.tr.Verify
+// resultOf returns the exit code and error of a copy or zero run: the
+// task's failure (task.Report.Err) and its kind's exit status.
+func (w *writeRun) resultOf() (int, error) {
+	err := w.tr.Err()
 	switch {
-	case r.Canceled:
-		return exitInterrupted, errors.New("interrupted")
-	case v.Stopped:
-		return exitInterrupted, fmt.Errorf("interrupted while verifying: the %s finished, but the destinations were not all compared (run \"kcopyd verify\" to check them)", w.verb)
-	case r.InternalErr != nil:
-		code := exitWriteError
-		if !r.Submitted {
-			code = exitUsage
+	case err == nil:
+		return exitOK, nil
+	case errors.Is(err, task.ErrInterrupted):
+		if w.tr.Verify.Stopped {
+			err = fmt.Errorf("%w (run \"kcopyd verify\" to check them)", err)
 		}
-		return code, fmt.Errorf("the engine refused the job: %w", r.InternalErr)
-	case r.ReadErr != nil && w.o.ignoreErrors:
-		return exitReadError, fmt.Errorf("read error on %s (unreadable ranges were written as zeroes, see failed_ranges under --json): %w", w.src.Spec, r.ReadErr)
-	case r.ReadErr != nil:
-		return exitReadError, fmt.Errorf("read error on %s: %w", w.src.Spec, r.ReadErr)
-	case len(failed) > 0 && len(ok) > 0:
-		return exitWriteError, fmt.Errorf("%s failed on %s; completed on %s", w.verb, strings.Join(failed, ", "), strings.Join(ok, ", "))
-	case len(failed) > 0:
-		return exitWriteError, fmt.Errorf("%s failed on every destination", w.verb)
-	case v.SrcErr != nil:
-		return exitReadError, fmt.Errorf("verify: read error on %s: %w", w.src.Spec, v.SrcErr)
-	case v.Ran && w.anyVerifyReadError():
-		return exitReadError, errors.New("verify: a destination could not be read back")
-	case mismatch:
-		return exitVerify, errors.New("verify found a difference")
+		return exitInterrupted, err
+	case errors.Is(err, task.ErrEngine) && !w.tr.Result.Submitted:
+		return exitUsage, err
+	case errors.Is(err, task.ErrRead):
+		return exitReadError, err
+	case errors.Is(err, task.ErrDiffers):
+		return exitVerify, err
 	}
-	return exitOK, nil
+	return exitWriteError, err
 }
 
 // reportVerify prints and records the --verify result of destination i;
-// it returns whether it differs. An interrupted verify proves no
-// destination identical; a difference it found is real.
-func (w *writeRun) reportVerify(i int, jd *jsonDest) (differs bool) {
+// an interrupted verify proves no destination identical; a difference it
+// found is real.
+func (w *writeRun) reportVerify(i int, jd *jsonDest) {
 	out, stopped, spec := w.e.stderr, w.tr.Verify.Stopped, w.locs[i].Spec
 	c := w.tr.Dests[i].Verify
 	ok := c != nil && c.Err == nil && c.FirstDiff < 0 && !stopped
 	jd.Verified = &ok
 	if c == nil {
-		return false
+		return
 	}
 	if !stopped || c.FirstDiff >= 0 {
 		jd.Identical = &ok
@@ -224,18 +207,7 @@ func (w *writeRun) reportVerify(i int, jd *jsonDest) (differs bool) {
 		first, n := c.FirstDiff, c.Chunks
 		jd.FirstDifference, jd.DifferingChunks = &first, &n
 		fmt.Fprintf(out, "kcopyd: verify: %s differs: first differing byte at offset %d (%s)\n", spec, c.FirstDiff, chunksText(c.Chunks, w.tr.SubJobSize, stopped))
-		return true
 	}
-	return false
-}
-
-func (w *writeRun) anyVerifyReadError() bool {
-	for _, d := range w.tr.Dests {
-		if d.Verify != nil && d.Verify.Err != nil {
-			return true
-		}
-	}
-	return false
 }
 
 // printResume tells how far an interrupted or failed run got and how to
@@ -293,14 +265,12 @@ func (w *writeRun) printResumeLines(out io.Writer, prefixes []int64, who, what, 
 	}
 }
 
-// concludeMap adjusts the result of a --map run: failed ranges left in
-// the map (from this run or an earlier one) or a map that could not be
-// saved make a run that is otherwise fine fail. It prints the map's
-// counts and fills the JSON report.
-func (w *writeRun) concludeMap(code int, err error) (int, error) {
+// concludeMap prints the map's counts (unless --quiet, when the run
+// succeeded) and records them in the JSON report.
+func (w *writeRun) concludeMap(code int) {
 	m := w.tr.Map
 	if m == nil {
-		return code, err
+		return
 	}
 	w.rep.Map = jsonMapOf(m)
 	if !w.o.quiet || code != exitOK {
@@ -310,18 +280,6 @@ func (w *writeRun) concludeMap(code int, err error) (int, error) {
 		}
 		fmt.Fprintf(w.e.stderr, "kcopyd: --map %s: %d bytes done, %d failed, %d untried (%s)\n", m.Path, m.Done, m.Failed, m.Untried, state)
 	}
-	if code != exitOK {
-		return code, err
-	}
-	switch {
-	case m.SaveErr != nil:
-		return exitWriteError, fmt.Errorf("--map %s: %w", m.Path, m.SaveErr)
-	case m.Failed > 0 && m.ReadFailed:
-		return exitReadError, fmt.Errorf("%d bytes failed (read errors, in this run or an earlier one; see --map %s); --retry-failed tries them again", m.Failed, m.Path)
-	case m.Failed > 0:
-		return exitWriteError, fmt.Errorf("%d bytes failed (write errors, in this run or an earlier one; see --map %s); --retry-failed tries them again", m.Failed, m.Path)
-	}
-	return code, err
 }
 
 // jsonMapOf returns the --map part of the JSON report.
