@@ -178,6 +178,7 @@ func cloneSetup(t *testing.T, seed uint64) (bin, dir, img string, data []byte) {
 // TestBinaryClone clones an nbdkit export behind the delay filter (a slow
 // remote store) into a new file.
 func TestBinaryClone(t *testing.T) {
+	t.Parallel() // with the other long tests, after the serial ones
 	bin, dir, img, data := cloneSetup(t, 36)
 	srv := nbdtest.Nbdkit(t, "--filter=delay", "file", img, "rdelay=2ms")
 	dst := filepath.Join(dir, "dst.img")

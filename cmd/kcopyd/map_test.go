@@ -235,6 +235,7 @@ func crashKills() int {
 // checks after every kill that each range the map calls done is on both
 // destinations, and at the end that both equal the source.
 func TestMapResumeCrash(t *testing.T) {
+	t.Parallel() // with the other long tests, after the serial ones
 	bin, seed, size, dir := crashSetup(t, 1<<30, 128<<20)
 	src, a, b := filepath.Join(dir, "src"), filepath.Join(dir, "a"), filepath.Join(dir, "other")
 	mp := filepath.Join(dir, "copy.map")
@@ -249,6 +250,7 @@ func TestMapResumeCrash(t *testing.T) {
 // nbdkit file export (its flush is an fdatasync on the server) and one
 // local file.
 func TestMapResumeCrashNBD(t *testing.T) {
+	t.Parallel() // with the other long tests, after the serial ones
 	bin, seed, size, dir := crashSetup(t, 256<<20, 64<<20)
 	src, backing, local := filepath.Join(dir, "src"), filepath.Join(dir, "other"), filepath.Join(dir, "local")
 	srv := nbdtest.Nbdkit(t, "file", backing)

@@ -350,6 +350,7 @@ func TestNBDWriteErrors(t *testing.T) {
 // TestNBDReadErrors injects read errors into an NBD source, at random
 // with nbdkit's error filter and at fixed ranges with the eval plugin.
 func TestNBDReadErrors(t *testing.T) {
+	t.Parallel() // with the other long tests, after the serial ones
 	const size = 4 << 20
 	data := randomBytes(45, size)
 	dir := t.TempDir()
