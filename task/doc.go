@@ -15,7 +15,15 @@
 //		Verify:  true,
 //	})
 //	if rep.Refused != nil { … } // bad input: nothing was written
+//	if err := rep.Err(); errors.Is(err, task.ErrWrite) { … }
 //	rep.Dests[0].Errs, rep.Dests[0].Ranges, rep.Verify, rep.Map …
+//
+// Regions come from a regions file (ParseRegions), from a start and a
+// length over the source or the destinations' sizes (Span), or are built
+// by hand; ChooseSubJobSize picks the chunk size by how the locations were
+// opened. Report.Err says whether the run did all it was asked, the first
+// failure by precedence with its kind (interrupted, the engine refused, a
+// read error, a write error, a difference found by Verify).
 //
 // Packages plan, batch, location and mapfile each do one part; this
 // package is their composition, the policy a whole-device tool needs, so

@@ -3,10 +3,14 @@ package task_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
+	"github.com/kcopyd/kcopyd/device"
+	"github.com/kcopyd/kcopyd/device/faultdev"
 	"github.com/kcopyd/kcopyd/location"
 	"github.com/kcopyd/kcopyd/task"
 )
@@ -90,4 +94,39 @@ func ExampleRun_refused() {
 	// Output:
 	// regions lines 1 and 2 write overlapping destination ranges [0, +4096) and [2048, +4096); nothing was written: every destination byte may be written by one line only
 	// created: false
+}
+
+// A destination whose write fails is dropped and the others complete, as
+// with "kcopyd copy SRC bad good.img"; Report.Err says what failed, first
+// by precedence, with a kind to branch on, and Span gives the region of
+// a command line's --offset and --length. Here the source's first 4 MiB
+// go to a memory disk that fails every write at 1 MiB and to a file.
+func ExampleReport_Err() {
+	dir, _ := os.MkdirTemp("", "task-example")
+	defer os.RemoveAll(dir)
+	img := filepath.Join(dir, "disk.img")
+	os.WriteFile(img, bytes.Repeat([]byte("kcopyd"), 2<<20), 0o644) // 12 MiB
+
+	ctx := context.Background()
+	src, _ := location.Open(ctx, img, nil)
+	good, _ := location.Inspect(filepath.Join(dir, "good.img"), nil)
+	bad := &location.Location{Spec: "bad", Kind: location.File, Exists: true, Size: 4 << 20,
+		Dev: faultdev.Wrap(device.NewMem(4<<20), faultdev.Writes(faultdev.Range(1<<20, 4096, faultdev.Always(nil))))}
+	region, err := task.Span{Length: 4 << 20, HasLength: true}.CopyRegion(src, task.Names{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	rep := task.Run(ctx, &task.Options{
+		Src: src, Dests: []*location.Location{bad, good}, Regions: []task.Region{region},
+		Create: &location.Options{}, NoFlush: true,
+	})
+	err = rep.Err()
+	fmt.Println(strings.ReplaceAll(err.Error(), dir, "DIR"))
+	fmt.Println("a write error:", errors.Is(err, task.ErrWrite))
+	fmt.Println("bad failed at:", rep.Dests[0].Ranges[0].Off, "good failed:", rep.Dests[1].Failed())
+	// Output:
+	// copy failed on bad; completed on DIR/good.img
+	// a write error: true
+	// bad failed at: 1048576 good failed: false
 }
