@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/kcopyd/kcopyd/clone"
 	"github.com/kcopyd/kcopyd/clone/cloneserver"
 	"github.com/kcopyd/kcopyd/device"
+	"github.com/kcopyd/kcopyd/device/faultdev"
 	"github.com/kcopyd/kcopyd/device/nbd"
 	"github.com/kcopyd/kcopyd/device/nbd/nbdserver"
 	"github.com/kcopyd/kcopyd/device/nbd/nbdtest"
@@ -49,6 +51,48 @@ func (sv *serving) start(ctx context.Context, s *cloneserver.Server) {
 	go func() { sv.done <- s.Serve(ctx, sv.l) }()
 }
 
+// gate holds every operation it is asked about until it is opened.
+type gate chan struct{}
+
+func (g gate) Inject(faultdev.Op) faultdev.Fault {
+	<-g
+	return faultdev.Fault{}
+}
+
+// gatedSource serves data over NBD from a memory device whose reads wait
+// until open is called, so that a clone of it cannot hydrate anything
+// before the test says go. It returns the export's URL.
+func gatedSource(t *testing.T, data []byte) (uri string, open func()) {
+	t.Helper()
+	mem := device.NewMem(int64(len(data)))
+	if _, err := mem.WriteAt(data, 0); err != nil {
+		t.Fatal(err)
+	}
+	g := make(gate)
+	var once sync.Once
+	open = func() { once.Do(func() { close(g) }) }
+	srv, err := nbdserver.New(faultdev.Wrap(mem, faultdev.Reads(g)), &nbdserver.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(nbdtest.ShortDir(t), "src")
+	l, err := nbdserver.ListenUnix(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx, l, time.Second) }()
+	t.Cleanup(func() {
+		open() // no read may stay blocked
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("the gated source's server: %v", err)
+		}
+	})
+	return "nbd+unix:///?socket=" + url.QueryEscape(sock), open
+}
+
 // TestServeUntilHydrated clones a file into a new one while our NBD
 // client writes through the export: Serve returns once every region is
 // hydrated and the client has gone, not before, and DEST holds SOURCE
@@ -56,8 +100,11 @@ func (sv *serving) start(ctx context.Context, s *cloneserver.Server) {
 func TestServeUntilHydrated(t *testing.T) {
 	dir := t.TempDir()
 	data := testutil.Pattern(1, 0, size)
+	// SOURCE holds every read until the client is connected: else the
+	// clone could hydrate and Serve return before the client connects.
+	src, open := gatedSource(t, data)
 	cfg := &cloneserver.Config{
-		Source: testutil.WriteFile(t, dir, "src.img", data), Dest: filepath.Join(dir, "dst.img"),
+		Source: src, Dest: filepath.Join(dir, "dst.img"),
 		CreateDest: true, Metadata: filepath.Join(dir, "meta"), UntilHydrated: true,
 		Clone: clone.Options{RegionSize: 64 << 10},
 	}
@@ -71,6 +118,10 @@ func TestServeUntilHydrated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if st := s.Clone.Status(); st.Done || st.HydratedRegions != 0 {
+		t.Fatalf("hydrated %+v before SOURCE could be read", st)
+	}
+	open()
 	if _, err := c.WriteAt([]byte("written by a client"), 100000); err != nil {
 		t.Fatal(err)
 	}

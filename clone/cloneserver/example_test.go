@@ -15,11 +15,13 @@ import (
 )
 
 // Hydrate a new DEST file from SOURCE while serving it over NBD: a client
-// writes through the export at once, and Serve returns once every region
-// is copied and the client has gone (kcopyd clone --create
-// --until-hydrated).
+// writes through the export at once, and the program stops serving once
+// Clone.Hydrated says every region is copied (kcopyd clone --create; with
+// Config.UntilHydrated, Serve itself returns once the clone is hydrated
+// and no client is connected).
 func Example() {
-	ctx := context.Background()
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
 	dir, err := os.MkdirTemp("", "clone")
 	if err != nil {
 		panic(err)
@@ -32,7 +34,7 @@ func Example() {
 
 	s, err := cloneserver.Open(ctx, &cloneserver.Config{
 		Source: src, Dest: dst, CreateDest: true,
-		Metadata: filepath.Join(dir, "dst.clone"), UntilHydrated: true,
+		Metadata: filepath.Join(dir, "dst.clone"),
 	})
 	if err != nil {
 		panic(err) // nothing was written
@@ -54,7 +56,9 @@ func Example() {
 	}
 	c.Close()
 
-	err = <-served                    // hydrated, and the client gone
+	<-s.Clone.Hydrated()              // every region copied
+	stop()                            // stop serving
+	err = <-served                    // requests in flight answered
 	err = errors.Join(err, s.Close()) // DEST flushed, metadata committed
 	b, _ := os.ReadFile(dst)
 	fmt.Printf("%s, %d bytes, %v, %v\n", b[:16], len(b), s.Clone.Status(), err)
