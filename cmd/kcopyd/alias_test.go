@@ -20,6 +20,7 @@ import (
 // 1 saying so, with the source file (the loop devices' backing file)
 // untouched.
 func TestCopyAliasesRefused(t *testing.T) {
+	t.Parallel()
 	const size = 16 << 20
 	// source writes a 16 MiB random source into dir.
 	source := func(t *testing.T, dir string) string {
@@ -104,6 +105,7 @@ func TestCopyAliasesRefused(t *testing.T) {
 // bytes do not overlap: they are legitimate and must work, with the data
 // where the loop devices' offsets put it.
 func TestCopyAliasesAllowed(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	const size = 16 << 20
 	data := randomBytes(24, size)
@@ -132,6 +134,7 @@ func TestCopyAliasesAllowed(t *testing.T) {
 // every out-of-range number, with exit 1, a message saying what to do
 // instead, and nothing touched.
 func TestCopyBadKinds(t *testing.T) {
+	t.Parallel()
 	fifo := func(t *testing.T, dir string) string {
 		p := filepath.Join(dir, "fifo")
 		if err := unix.Mkfifo(p, 0o600); err != nil {
@@ -228,6 +231,7 @@ func TestCopyBadKinds(t *testing.T) {
 // TestCopyEmpty checks that an empty source, or --length 0, is a
 // successful copy of nothing that still creates the destination.
 func TestCopyEmpty(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	empty := writeFile(t, dir, "empty", nil)
 	out := filepath.Join(dir, "out")

@@ -13,6 +13,7 @@ import (
 // did before O_DIRECT became the default; only --direct refuses it
 // (TestCopyBlockDevices). --direct and --buffered together are refused.
 func TestBlockDirectDefault(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	data := randomBytes(17, 1<<20)
 	src := writeFile(t, dir, "src", data)

@@ -18,6 +18,7 @@ import (
 // TestCloneUsageErrors: bad input exits 1 and writes nothing: no DEST, no
 // metadata, no socket is left behind, existing files are unchanged.
 func TestCloneUsageErrors(t *testing.T) {
+	t.Parallel()
 	dir := nbdtest.ShortDir(t)
 	src := writeFile(t, dir, "src.img", randomBytes(31, 1<<20))
 	other := writeFile(t, dir, "other.img", randomBytes(32, 1<<20))
@@ -178,7 +179,7 @@ func cloneSetup(t *testing.T, seed uint64) (bin, dir, img string, data []byte) {
 // TestBinaryClone clones an nbdkit export behind the delay filter (a slow
 // remote store) into a new file.
 func TestBinaryClone(t *testing.T) {
-	t.Parallel() // with the other long tests, after the serial ones
+	t.Parallel()
 	bin, dir, img, data := cloneSetup(t, 36)
 	srv := nbdtest.Nbdkit(t, "--filter=delay", "file", img, "rdelay=2ms")
 	dst := filepath.Join(dir, "dst.img")
@@ -193,6 +194,7 @@ func TestBinaryClone(t *testing.T) {
 
 // TestBinaryCloneLoop clones a file onto a loop device.
 func TestBinaryCloneLoop(t *testing.T) {
+	t.Parallel()
 	bin, _, img, data := cloneSetup(t, 37)
 	loop, backing := looptest.NewWithFile(t, 9<<20)
 	want := cloneScenario(t, bin, img, loop, data)
@@ -205,6 +207,7 @@ func TestBinaryCloneLoop(t *testing.T) {
 // --until-hydrated before the end, the metadata committed), and the same
 // command then resumes without copying again what was copied.
 func TestBinaryCloneInterrupt(t *testing.T) {
+	t.Parallel()
 	bin, dir, img, data := cloneSetup(t, 38)
 	dst := filepath.Join(dir, "dst.img")
 	args := []string{"--create", "--until-hydrated", img, dst, "--metadata", filepath.Join(dir, "m"), "--socket", filepath.Join(dir, "s")}

@@ -17,6 +17,7 @@ import (
 )
 
 func TestCopyDestinations(t *testing.T) {
+	t.Parallel()
 	const size = 3<<20 + 12345 // not a multiple of the sub-job size
 	for _, n := range []int{1, 3, 8} {
 		for _, create := range []bool{true, false} {
@@ -68,6 +69,7 @@ func TestCopyDestinations(t *testing.T) {
 }
 
 func TestCopyRegionOptions(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	data := randomBytes(7, 1<<20)
 	src := writeFile(t, dir, "src", data)
@@ -157,6 +159,7 @@ func makeSparse(t testing.TB, dir string) (string, []byte) {
 }
 
 func TestCopySparse(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	src, want := makeSparse(t, dir)
 
@@ -219,6 +222,7 @@ func TestCopySparse(t *testing.T) {
 }
 
 func TestCopyRegionsFile(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	const size = 8 << 20
 	data := randomBytes(3, size)
@@ -313,6 +317,7 @@ func files(t *testing.T, dir string, n int, size int64) (string, []string) {
 }
 
 func TestCopyBadInput(t *testing.T) {
+	t.Parallel()
 	checkBadInputs(t, []badInput{
 		{"missing source", func(t *testing.T, dir string) ([]string, string) {
 			_, ds := files(t, dir, 1, 1<<20)
@@ -462,6 +467,7 @@ func TestCopyBadInput(t *testing.T) {
 }
 
 func TestCopyJSONOnBadInput(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	src, ds := files(t, dir, 1, 1<<19)
 	r := runCLI(t, "", "copy", "--json", src, ds[0])
@@ -475,6 +481,7 @@ func TestCopyJSONOnBadInput(t *testing.T) {
 }
 
 func TestCopyInterrupt(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	const size = 64 << 20
 	data := randomBytes(5, size)
@@ -539,10 +546,12 @@ func mountTmpfs(t *testing.T, size int64) string {
 
 // TestCopyWriteError runs out of space on a tmpfs (see checkDiskFull).
 func TestCopyWriteError(t *testing.T) {
+	t.Parallel()
 	checkDiskFull(t, mountTmpfs(t, 1<<20), 4<<20)
 }
 
 func TestCopyBlockDevices(t *testing.T) {
+	t.Parallel()
 	dev := looptest.New(t, 8<<20)
 	small := looptest.New(t, 1<<20)
 	dir := t.TempDir()
@@ -596,6 +605,7 @@ func TestCopyBlockDevices(t *testing.T) {
 }
 
 func TestCopyMountedDevice(t *testing.T) {
+	t.Parallel()
 	dev := looptest.New(t, 32<<20)
 	if out, err := execCommand("mkfs.ext4", "-q", dev); err != nil {
 		t.Skipf("mkfs.ext4: %v %s", err, out)
@@ -625,6 +635,7 @@ func failingNBD(t *testing.T, data []byte, errOff, errLen int64) string {
 }
 
 func TestCopyReadError(t *testing.T) {
+	t.Parallel()
 	data := randomBytes(14, 4<<20)
 	src := failingNBD(t, data, 1<<20, 8192)
 	dir := t.TempDir()
@@ -667,6 +678,7 @@ func TestCopyReadError(t *testing.T) {
 }
 
 func TestCopyVerifyMismatch(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	src, want := makeSparse(t, dir)
 	// --dest-is-zero on a destination that is not zero leaves its old
@@ -686,6 +698,7 @@ func TestCopyVerifyMismatch(t *testing.T) {
 }
 
 func TestCopyProgressLines(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	src := writeFile(t, dir, "src", randomBytes(15, 6<<20))
 	r := runCLI(t, "", "copy", "--create", "--no-sparse", "--rate", "2M", "--progress-interval", "50ms", src, filepath.Join(dir, "dst"))

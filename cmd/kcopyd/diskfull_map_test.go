@@ -14,6 +14,7 @@ import (
 // command with --retry-failed completes it, both destinations end
 // identical to the source, and the map says complete.
 func TestCopyDiskFullMapRerun(t *testing.T) {
+	t.Parallel()
 	small := mountExt4(t, 32<<20)
 	filler := filepath.Join(small, "filler")
 	if err := os.WriteFile(filler, bytes.Repeat([]byte{0x5a}, 22<<20), 0o644); err != nil {

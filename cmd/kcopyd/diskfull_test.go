@@ -37,6 +37,7 @@ func mountExt4(t *testing.T, size int64) string {
 // TestCopyDiskFull copies to a destination on a small ext4 that fills up
 // and to one on a roomy disk, buffered and with --direct.
 func TestCopyDiskFull(t *testing.T) {
+	t.Parallel()
 	small := mountExt4(t, 16<<20)
 	t.Run("buffered", func(t *testing.T) { checkDiskFull(t, small, 32<<20, "--no-sparse") })
 	t.Run("direct", func(t *testing.T) { checkDiskFull(t, small, 32<<20, "--no-sparse", "--direct") })

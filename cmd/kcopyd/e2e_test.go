@@ -84,6 +84,7 @@ func runBinary(t *testing.T, bin string, args ...string) result {
 }
 
 func TestBinaryLoopDevices(t *testing.T) {
+	t.Parallel()
 	bin := buildBinary(t)
 	var devs []string
 	for range 3 {
@@ -115,6 +116,7 @@ func TestBinaryLoopDevices(t *testing.T) {
 }
 
 func TestBinaryInterrupt(t *testing.T) {
+	t.Parallel()
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	const size = 32 << 20
@@ -165,6 +167,7 @@ func TestBinaryInterrupt(t *testing.T) {
 }
 
 func TestBinaryRateFile(t *testing.T) {
+	t.Parallel()
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	data := randomBytes(13, 16<<20)

@@ -535,6 +535,7 @@ func checkRerun(t *testing.T, c fmCase, rig *fmRig, rep jsonReport) {
 // forced by a gate in the server that holds the chunk's write, not by
 // timing. The others must complete, identical to the source.
 func TestFaultMatrixServerLost(t *testing.T) {
+	t.Parallel()
 	nbdtest.NeedBin(t, "nbdkit")
 	if testing.Short() {
 		t.Skip("fault matrix: skipped under -short")

@@ -14,6 +14,7 @@ import (
 // TestRateFileFIFO gives --rate-file a FIFO that nobody writes: start-up
 // must not block on it (exit 1 at once, nothing written).
 func TestRateFileFIFO(t *testing.T) {
+	t.Parallel()
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	src := writeFile(t, dir, "src", randomBytes(70, 1<<20))
@@ -36,6 +37,7 @@ func TestRateFileFIFO(t *testing.T) {
 // copy runs: the watcher must say so and go on, and apply the next
 // regular file.
 func TestRateFileBecomesFIFO(t *testing.T) {
+	t.Parallel()
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	data := randomBytes(71, 16<<20)
@@ -73,6 +75,7 @@ func TestRateFileBecomesFIFO(t *testing.T) {
 // TestStderrClosedPipe runs a copy whose stderr is a pipe nobody reads:
 // kcopyd must not die of SIGPIPE, and its status still tells the outcome.
 func TestStderrClosedPipe(t *testing.T) {
+	t.Parallel()
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	data := randomBytes(72, 4<<20)
@@ -113,6 +116,7 @@ func TestStderrClosedPipe(t *testing.T) {
 // TestVerifyLargerDestination compares a source with a destination that
 // has more bytes after it: identical over the source, and it says so.
 func TestVerifyLargerDestination(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	data := randomBytes(73, 1<<20)
 	src := writeFile(t, dir, "src", data)
@@ -136,6 +140,7 @@ func TestVerifyLargerDestination(t *testing.T) {
 // TestCreateDanglingSymlink names a dangling symbolic link as a --create
 // destination: the message must say what it is, not "file exists".
 func TestCreateDanglingSymlink(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	src := writeFile(t, dir, "src", randomBytes(74, 64<<10))
 	link := filepath.Join(dir, "link")

@@ -235,7 +235,7 @@ func crashKills() int {
 // checks after every kill that each range the map calls done is on both
 // destinations, and at the end that both equal the source.
 func TestMapResumeCrash(t *testing.T) {
-	t.Parallel() // with the other long tests, after the serial ones
+	t.Parallel()
 	bin, seed, size, dir := crashSetup(t, 1<<30, 128<<20)
 	src, a, b := filepath.Join(dir, "src"), filepath.Join(dir, "a"), filepath.Join(dir, "other")
 	mp := filepath.Join(dir, "copy.map")
@@ -250,7 +250,7 @@ func TestMapResumeCrash(t *testing.T) {
 // nbdkit file export (its flush is an fdatasync on the server) and one
 // local file.
 func TestMapResumeCrashNBD(t *testing.T) {
-	t.Parallel() // with the other long tests, after the serial ones
+	t.Parallel()
 	bin, seed, size, dir := crashSetup(t, 256<<20, 64<<20)
 	src, backing, local := filepath.Join(dir, "src"), filepath.Join(dir, "other"), filepath.Join(dir, "local")
 	srv := nbdtest.Nbdkit(t, "file", backing)
@@ -264,6 +264,7 @@ func TestMapResumeCrashNBD(t *testing.T) {
 // source, region or destination) with exit 1, nothing written and the
 // map unchanged.
 func TestMapForeignRefused(t *testing.T) {
+	t.Parallel()
 	bin := kcopydBinary(t)
 	dir := t.TempDir()
 	src := writeFile(t, dir, "src", randomBytes(1, 4<<20))
@@ -308,6 +309,7 @@ func TestMapForeignRefused(t *testing.T) {
 // the failed ranges, a rerun does not retry them, and --retry-failed
 // after the errors are switched off completes the copy.
 func TestMapRetryFailed(t *testing.T) {
+	t.Parallel()
 	bin := kcopydBinary(t)
 	dir := t.TempDir()
 	const size = 16 << 20
@@ -370,6 +372,7 @@ func TestMapRetryFailed(t *testing.T) {
 // covers the regions laid end to end, a rerun after completion is a no-op
 // that writes nothing.
 func TestMapRegionsAndZero(t *testing.T) {
+	t.Parallel()
 	bin := kcopydBinary(t)
 	dir := t.TempDir()
 	data := randomBytes(21, 8<<20)
@@ -412,6 +415,7 @@ func TestMapRegionsAndZero(t *testing.T) {
 
 // TestMapBadOptions refuses option combinations that cannot work.
 func TestMapBadOptions(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	src := writeFile(t, dir, "src", randomBytes(31, 1<<20))
 	dst := writeFile(t, dir, "dst", make([]byte, 1<<20))
@@ -433,6 +437,7 @@ func TestMapBadOptions(t *testing.T) {
 // comes from the checkpoint made after SIGINT, once the chunks in flight
 // finished. The rerun completes the copy.
 func TestMapInterruptCheckpoint(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src")
 	writeSparseSource(t, src, 41, 64<<20)

@@ -12,6 +12,7 @@ import (
 // at the first region's job offsets: the map was refused a range outside
 // the job, and kcopyd panicked).
 func TestMapRegionsOutOfOrder(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	data := randomBytes(90, 2<<20)
 	src := writeFile(t, dir, "src", data)

@@ -185,6 +185,7 @@ func evalNBDWhile(t testing.TB, data []byte, readErrs, writeErrs [][2]int64, tri
 }
 
 func TestNBDPlugins(t *testing.T) {
+	t.Parallel()
 	const size = 6<<20 + 12288 // not a multiple of the chunk size
 	data := randomBytes(40, size)
 	dir := t.TempDir()
@@ -232,6 +233,7 @@ func TestNBDPlugins(t *testing.T) {
 }
 
 func TestNBDQemuDestination(t *testing.T) {
+	t.Parallel()
 	nbdtest.NeedBin(t, "qemu-nbd")
 	dir := t.TempDir()
 	const size = 8 << 20
@@ -253,6 +255,7 @@ func TestNBDQemuDestination(t *testing.T) {
 // TestNBDBetweenServers copies nbdkit -> qemu-nbd, then one source to two
 // NBD exports and a file at once.
 func TestNBDBetweenServers(t *testing.T) {
+	t.Parallel()
 	nbdtest.NeedBin(t, "qemu-nbd")
 	dir := t.TempDir()
 	const size = 4<<20 + 8192
@@ -287,6 +290,7 @@ func TestNBDBetweenServers(t *testing.T) {
 // TestNBDWriteErrors injects write errors with nbdkit's error filter into
 // one of three destinations; the others must be intact.
 func TestNBDWriteErrors(t *testing.T) {
+	t.Parallel()
 	const size = 4 << 20
 	data := randomBytes(44, size)
 	dir := t.TempDir()
@@ -350,7 +354,7 @@ func TestNBDWriteErrors(t *testing.T) {
 // TestNBDReadErrors injects read errors into an NBD source, at random
 // with nbdkit's error filter and at fixed ranges with the eval plugin.
 func TestNBDReadErrors(t *testing.T) {
-	t.Parallel() // with the other long tests, after the serial ones
+	t.Parallel()
 	const size = 4 << 20
 	data := randomBytes(45, size)
 	dir := t.TempDir()
@@ -417,6 +421,7 @@ func TestNBDReadErrors(t *testing.T) {
 // TestNBDWriteErrorRanges fails writes at fixed ranges of an NBD
 // destination: exactly the chunks holding them are reported.
 func TestNBDWriteErrorRanges(t *testing.T) {
+	t.Parallel()
 	const size = 4 << 20
 	data := randomBytes(46, size)
 	dir := t.TempDir()
@@ -462,6 +467,7 @@ func TestNBDWriteErrorRanges(t *testing.T) {
 }
 
 func TestNBDDelay(t *testing.T) {
+	t.Parallel()
 	const size = 4 << 20
 	data := randomBytes(47, size)
 	src := nbdtest.Nbdkit(t, "--filter=delay", "memory", strconv.Itoa(size), "delay-read=2ms")
@@ -477,6 +483,7 @@ func TestNBDDelay(t *testing.T) {
 // write-zeroes (zeroes are written from memory) and without block status
 // (everything is data).
 func TestNBDNoZeroNoExtents(t *testing.T) {
+	t.Parallel()
 	const size = 4 << 20
 	holes := [][2]int64{{0, 1 << 20}, {2 << 20, 1 << 20}}
 	data := sparseData(48, size, holes...)
@@ -525,6 +532,7 @@ func TestNBDNoZeroNoExtents(t *testing.T) {
 // TestNBDSparseSource copies exports with holes into new files: the holes
 // stay holes.
 func TestNBDSparseSource(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	const size = 16 << 20
 	t.Run("memory", func(t *testing.T) {
@@ -565,6 +573,7 @@ func TestNBDSparseSource(t *testing.T) {
 }
 
 func TestNBDTLS(t *testing.T) {
+	t.Parallel()
 	good := nbdtest.NewPKI(t, true)
 	other := nbdtest.NewPKI(t, false)
 	const size = 2 << 20
@@ -641,6 +650,7 @@ func readExportTLS(t testing.TB, uri string, p *nbdtest.PKI) []byte {
 // TestNBDReadOnlyDestination: a read-only export among the destinations
 // stops the command before anything is written anywhere.
 func TestNBDReadOnlyDestination(t *testing.T) {
+	t.Parallel()
 	const size = 1 << 20
 	ro := nbdtest.Nbdkit(t, "-r", "memory", strconv.Itoa(size))
 	rw := nbdtest.Nbdkit(t, "memory", strconv.Itoa(size))
@@ -670,6 +680,7 @@ func TestNBDReadOnlyDestination(t *testing.T) {
 }
 
 func TestNBDUnknownExport(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	src := writeFile(t, dir, "src", randomBytes(51, 1<<20))
 	k := nbdtest.Nbdkit(t, "--filter=exportname", "memory", "1M", "exportname=disk", "exportname-strict=true")
@@ -696,6 +707,7 @@ func TestNBDUnknownExport(t *testing.T) {
 }
 
 func TestNBDConnections(t *testing.T) {
+	t.Parallel()
 	const size = 2 << 20
 	dir := t.TempDir()
 	data := randomBytes(52, size)
@@ -726,6 +738,7 @@ func TestNBDConnections(t *testing.T) {
 // TestNBDTimeouts checks that a server that does not answer ends the
 // command instead of hanging it.
 func TestNBDTimeouts(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	dst := filepath.Join(dir, "dst")
 	t.Run("no server", func(t *testing.T) {
@@ -828,6 +841,7 @@ func runWithGuard(t *testing.T, args ...string) result {
 
 // TestNBDServerKilled kills an NBD server in the middle of a copy.
 func TestNBDServerKilled(t *testing.T) {
+	t.Parallel()
 	const size = 16 << 20
 	data := randomBytes(53, size)
 	dir := t.TempDir()
@@ -896,6 +910,7 @@ func TestNBDServerKilled(t *testing.T) {
 }
 
 func TestNBDHelp(t *testing.T) {
+	t.Parallel()
 	for _, cmd := range []string{"copy", "zero", "verify"} {
 		r := runCLI(t, "", cmd, "--help")
 		for _, w := range []string{"NBD options (nbd://", "--connections N", "--tls-ca FILE", "--tls-cert FILE", "--tls-key FILE", "--tls-insecure", "--nbd-timeout DURATION", "--nbd-connect-timeout DURATION", "NBD options: ", "read-only"} {
@@ -913,6 +928,7 @@ func TestNBDHelp(t *testing.T) {
 // TestBinaryNBD runs the built command against nbdkit: a round trip, and
 // the refusal of a read-only destination.
 func TestBinaryNBD(t *testing.T) {
+	t.Parallel()
 	bin := buildBinary(t)
 	const size = 8 << 20
 	dir := t.TempDir()
@@ -938,6 +954,7 @@ func TestBinaryNBD(t *testing.T) {
 // TestBinaryNBDServerKilled kills the destination server under the built
 // command, which must end with status 3.
 func TestBinaryNBDServerKilled(t *testing.T) {
+	t.Parallel()
 	bin := buildBinary(t)
 	const size = 16 << 20
 	dir := t.TempDir()

@@ -13,6 +13,7 @@ import (
 // the engine would find, or between lines, which no single job shows) is
 // refused before anything is written, with status 1.
 func TestRegionsPartitionOverlap(t *testing.T) {
+	t.Parallel()
 	disk := looptest.New(t, 8<<20, looptest.PartScan())
 	part := looptest.AddPartition(t, disk, 1, 1<<20, 4<<20) // disk bytes [1M, 5M)
 	if err := os.WriteFile(disk, randomBytes(62, 8<<20), 0); err != nil {
@@ -48,6 +49,7 @@ func TestRegionsPartitionOverlap(t *testing.T) {
 // --regions; the engine refuses a line whose two ranges overlap on the
 // disk, and the command must find that before zeroing anything.
 func TestZeroRegionsPartitionOverlap(t *testing.T) {
+	t.Parallel()
 	disk := looptest.New(t, 8<<20, looptest.PartScan())
 	part := looptest.AddPartition(t, disk, 1, 1<<20, 4<<20) // disk bytes [1M, 5M)
 	if err := os.WriteFile(disk, randomBytes(63, 8<<20), 0); err != nil {

@@ -178,6 +178,7 @@ func checkPlanningBounded(t *testing.T, args ...string) {
 // TestPlanningHugeSparseNBD copies a 1 TiB nbdkit sparse-random export
 // (10 % data in 4 KiB runs: millions of extents) to nbdkit null.
 func TestPlanningHugeSparseNBD(t *testing.T) {
+	t.Parallel()
 	src := nbdtest.Nbdkit(t, "sparse-random", "size=1T", "percent=10", "runlength=4096")
 	dst := nbdtest.Nbdkit(t, "null", "size=1T")
 	checkPlanningBounded(t, src.URI, dst.URI)
@@ -186,6 +187,7 @@ func TestPlanningHugeSparseNBD(t *testing.T) {
 // TestPlanningHugeNullNBD copies a 2^62-byte export of holes (nbdkit
 // null reports all of it as zeroes) to another.
 func TestPlanningHugeNullNBD(t *testing.T) {
+	t.Parallel()
 	size := strconv.FormatInt(1<<62, 10)
 	src := nbdtest.Nbdkit(t, "null", "size="+size)
 	dst := nbdtest.Nbdkit(t, "null", "size="+size)
@@ -195,6 +197,7 @@ func TestPlanningHugeNullNBD(t *testing.T) {
 // TestPlanningFragmentedFile copies a 16 GiB file holding 4 KiB of data
 // every 128 KiB (256 Ki extents, 512 MiB of data) to nbdkit null.
 func TestPlanningFragmentedFile(t *testing.T) {
+	t.Parallel()
 	const size, step = 16 << 30, 64 << 10
 	dir := t.TempDir()
 	p := filepath.Join(dir, "fragmented")

@@ -13,6 +13,7 @@ import (
 // copy offload, which zero detection would have ruled out), and the bytes,
 // holes and zeroes included, are the source's.
 func TestCopyReflink(t *testing.T) {
+	t.Parallel()
 	mnt := looptest.XFSReflink(t)
 	src, want := makeSparse(t, mnt)
 	d1, d2 := filepath.Join(mnt, "d1"), filepath.Join(mnt, "d2")

@@ -17,6 +17,7 @@ import (
 // what is known good, what failed and what was never written, and the
 // options that finish it, which must work once the fault is gone.
 func TestDroppedDestinationReport(t *testing.T) {
+	t.Parallel()
 	const size = 8 << 20
 	dir := t.TempDir()
 	// A sparse source: the hole at 4 MiB splits the copy into three jobs
@@ -86,6 +87,7 @@ func TestDroppedDestinationReport(t *testing.T) {
 // TestEveryDestinationFailedReport fails every write on both destinations
 // under --ignore-errors: nothing is complete.
 func TestEveryDestinationFailedReport(t *testing.T) {
+	t.Parallel()
 	const size = 2 << 20
 	dir := t.TempDir()
 	src := writeFile(t, dir, "src", randomBytes(61, size))

@@ -85,6 +85,7 @@ func tool(t *testing.T, name string, args ...string) string {
 }
 
 func TestBinaryServe(t *testing.T) {
+	t.Parallel()
 	bin := buildBinary(t)
 	nbdtest.NeedBin(t, "nbdcopy")
 	dir := nbdtest.ShortDir(t)
@@ -123,6 +124,7 @@ func TestBinaryServe(t *testing.T) {
 }
 
 func TestBinaryServeReadOnlyTCP(t *testing.T) {
+	t.Parallel()
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	data := randomBytes(23, 1<<20)
@@ -147,6 +149,7 @@ func TestBinaryServeReadOnlyTCP(t *testing.T) {
 }
 
 func TestServeUsageErrors(t *testing.T) {
+	t.Parallel()
 	dir := nbdtest.ShortDir(t)
 	img := writeFile(t, dir, "disk.img", make([]byte, 4096))
 	notSock := writeFile(t, dir, "file", nil)
@@ -190,6 +193,7 @@ func TestServeUsageErrors(t *testing.T) {
 // cancelled: kcopyd listens, prints the URL, stops at once and exits 0,
 // having replaced the socket a killed server left behind.
 func TestServeReplacesStaleSocket(t *testing.T) {
+	t.Parallel()
 	dir := nbdtest.ShortDir(t)
 	img := writeFile(t, dir, "disk.img", make([]byte, 4096))
 	sock := filepath.Join(dir, "s")
@@ -213,6 +217,7 @@ func TestServeReplacesStaleSocket(t *testing.T) {
 // TestBinaryServeBlockDevice serves a loop device: data written by nbdcopy
 // reaches the device, flushed at exit.
 func TestBinaryServeBlockDevice(t *testing.T) {
+	t.Parallel()
 	bin := buildBinary(t)
 	nbdtest.NeedBin(t, "nbdcopy")
 	dev := looptest.New(t, 4<<20)

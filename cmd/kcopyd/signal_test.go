@@ -52,6 +52,7 @@ func stalledCopy(t *testing.T, ignoreInt bool, extra ...string) *child {
 // and stalls its destination: after the first SIGINT, a second one must
 // end it at once.
 func TestSecondInterruptIgnoredAtStart(t *testing.T) {
+	t.Parallel()
 	c := stalledCopy(t, true, "--interrupt-wait", "10m")
 	if err := c.cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
@@ -73,6 +74,7 @@ func TestSecondInterruptIgnoredAtStart(t *testing.T) {
 // not answer, without --nbd-timeout: kcopyd must say what it waits for
 // and give up after --interrupt-wait.
 func TestInterruptBoundedWait(t *testing.T) {
+	t.Parallel()
 	c := stalledCopy(t, false, "--interrupt-wait", "2s")
 	out := c.interrupt(30 * time.Second)
 	for _, want := range []string{"waiting for 1 job", "nbd+unix://", "gave up", "not flushed", "to resume"} {
@@ -85,6 +87,7 @@ func TestInterruptBoundedWait(t *testing.T) {
 // TestVerifyInterruptBoundedWait interrupts verify while its NBD
 // destination does not answer reads: it gives up after --interrupt-wait.
 func TestVerifyInterruptBoundedWait(t *testing.T) {
+	t.Parallel()
 	const size = 16 << 20
 	src := writeFile(t, t.TempDir(), "src", make([]byte, size))
 	s := nbdtest.Nbdkit(t, "--filter=delay", "memory", strconv.Itoa(size), "delay-read=120")
@@ -98,6 +101,7 @@ func TestVerifyInterruptBoundedWait(t *testing.T) {
 // source does not answer block-status requests: the planner is stuck, and
 // kcopyd must still end within --interrupt-wait.
 func TestInterruptStalledAllocationMap(t *testing.T) {
+	t.Parallel()
 	const size = 16 << 20
 	s := nbdtest.Nbdkit(t, "--filter=delay", "memory", strconv.Itoa(size), "delay-extents=120")
 	dst := writeFile(t, t.TempDir(), "dst", make([]byte, size))

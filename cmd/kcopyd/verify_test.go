@@ -8,6 +8,7 @@ import (
 )
 
 func TestVerify(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	data := randomBytes(1, 2<<20+77)
 	src := writeFile(t, dir, "src", data)
@@ -44,6 +45,7 @@ func TestVerify(t *testing.T) {
 }
 
 func TestVerifyBadInput(t *testing.T) {
+	t.Parallel()
 	checkBadInputs(t, []badInput{
 		{"short destination", func(t *testing.T, dir string) ([]string, string) {
 			src, ds := files(t, dir, 1, 1<<19)
@@ -65,6 +67,7 @@ func TestVerifyBadInput(t *testing.T) {
 }
 
 func TestVerifyUnreadable(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() == 0 {
 		t.Skip("root can read a file without read permission")
 	}

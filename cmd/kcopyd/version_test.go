@@ -7,6 +7,7 @@ import (
 )
 
 func TestVersion(t *testing.T) {
+	t.Parallel()
 	r := runCLI(t, "", "version")
 	if r.code != 0 || !strings.HasPrefix(r.stdout, "kcopyd ") || !strings.Contains(r.stdout, runtime.Version()) {
 		t.Errorf("kcopyd version = %v; want kcopyd and %s", r, runtime.Version())

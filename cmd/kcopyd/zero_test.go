@@ -11,6 +11,7 @@ import (
 )
 
 func TestZeroFiles(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	a := writeFile(t, dir, "a", randomBytes(1, 3<<20+100))
 	b := writeFile(t, dir, "b", randomBytes(2, 2<<20))
@@ -69,6 +70,7 @@ func TestZeroFiles(t *testing.T) {
 }
 
 func TestZeroBadInput(t *testing.T) {
+	t.Parallel()
 	checkBadInputs(t, []badInput{
 		{"no destination", func(t *testing.T, dir string) ([]string, string) {
 			return []string{"zero"}, ""
@@ -117,6 +119,7 @@ func TestZeroBadInput(t *testing.T) {
 }
 
 func TestZeroLoopDevice(t *testing.T) {
+	t.Parallel()
 	dev := looptest.New(t, 4<<20)
 	dir := t.TempDir()
 	data := randomBytes(4, 4<<20)
