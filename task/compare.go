@@ -18,7 +18,7 @@ type CompareOptions struct {
 	Dests   []device.Device
 	Regions []Region
 	// ChunkSize is the unit of batch.DestVerify.Chunks, counted from each
-	// region's start. Default kcopyd.DefaultSubJobSize.
+	// region's start. Default SubJobSize, as "kcopyd verify".
 	ChunkSize int64
 	// MaxJobs bounds the regions compared at once. Default 1.
 	MaxJobs int
@@ -48,7 +48,7 @@ type CompareOptions struct {
 func Compare(ctx context.Context, o *CompareOptions) (*batch.VerifyResult, error) {
 	cs := o.ChunkSize
 	if cs <= 0 {
-		cs = kcopyd.DefaultSubJobSize
+		cs = SubJobSize
 	}
 	client, err := kcopyd.NewClient(&kcopyd.Options{SubJobSize: batch.VerifySubJobSize(cs), Throttle: o.Throttle})
 	if err != nil {

@@ -72,7 +72,7 @@ func runVerify(ctx context.Context, e *env, cmd *cobra.Command, o *options, args
 	for _, rg := range regions {
 		total += rg.Len
 	}
-	c := &task.CompareOptions{Src: src.Dev, Regions: regions, ChunkSize: cmp.Or(o.subJobSize.n, task.SubJobSize), MaxJobs: o.jobs,
+	c := &task.CompareOptions{Src: src.Dev, Regions: regions, ChunkSize: o.subJobSize.n, MaxJobs: o.jobs,
 		InterruptWait: o.waitOption(), WaitName: "--interrupt-wait", Note: func(s string) { fmt.Fprintf(e.stderr, "kcopyd: %s\n", s) }}
 	for _, l := range locs {
 		c.Dests = append(c.Dests, l.Dev)
