@@ -51,10 +51,14 @@ func (r *run) prepare() error {
 	return r.setupMap()
 }
 
-// check runs the checks that need no client: duplicates, bounds,
-// overlaps and the alignment of the opened devices.
+// check runs the checks that need no client: options that cannot be
+// combined, duplicates, bounds, overlaps and the alignment of the opened
+// devices.
 func (r *run) check() error {
 	o := r.o
+	if o.IgnoreErrors && o.WriteSeq {
+		return &optionsError{fmt.Sprintf("%s cannot be combined with %s (a sequential writer stops at the first error)", o.Names.WriteSeq, o.Names.IgnoreErrors)}
+	}
 	if err := CheckDuplicates(o.Dests); err != nil {
 		return err
 	}

@@ -112,7 +112,8 @@ type Options struct {
 	DestIsZero bool
 	// IgnoreErrors keeps going after read and write errors
 	// (kcopyd.IgnoreError); WriteSeq writes each destination in
-	// ascending order (kcopyd.WriteSeq). They cannot be combined.
+	// ascending order (kcopyd.WriteSeq). They cannot be combined: Run
+	// refuses both, with an error wrapping ErrOptions.
 	IgnoreErrors, WriteSeq bool
 	// NoFlush leaves the destinations' caches unflushed at the end.
 	// Hazard: success then proves nothing about a crash.

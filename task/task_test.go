@@ -251,14 +251,19 @@ func TestRefusals(t *testing.T) {
 		src     bool
 		regions []task.Region
 		want    string
+		// seqIgnore sets WriteSeq and IgnoreErrors, which cannot be
+		// combined.
+		seqIgnore bool
 	}{
-		{"beyond the destination", true, []task.Region{beyond}, "the region: destination range [4096, +1048576) ends at 1052672, beyond the end of"},
-		{"named by its line", true, []task.Region{{Region: beyond.Region, Line: 3}}, "regions line 3: destination range"},
-		{"zero beyond the end", false, []task.Region{beyond}, "the region: range [4096, +1048576)"},
-		{"source aliased", true, []task.Region{task.Whole(1 << 20)}, "is the source"},
+		{"beyond the destination", true, []task.Region{beyond}, "the region: destination range [4096, +1048576) ends at 1052672, beyond the end of", false},
+		{"named by its line", true, []task.Region{{Region: beyond.Region, Line: 3}}, "regions line 3: destination range", false},
+		{"zero beyond the end", false, []task.Region{beyond}, "the region: range [4096, +1048576)", false},
+		{"source aliased", true, []task.Region{task.Whole(1 << 20)}, "is the source", false},
+		{"write-seq with ignore-errors", true, []task.Region{task.Whole(1 << 20)}, "WriteSeq cannot be combined with IgnoreErrors", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			o := &task.Options{Dests: []*location.Location{openFile(t, dst, &location.Options{Write: true})}, Regions: tc.regions}
+			o := &task.Options{Dests: []*location.Location{openFile(t, dst, &location.Options{Write: true})}, Regions: tc.regions,
+				WriteSeq: tc.seqIgnore, IgnoreErrors: tc.seqIgnore}
 			if tc.src {
 				o.Src = openFile(t, src, nil)
 			}
@@ -268,6 +273,9 @@ func TestRefusals(t *testing.T) {
 			rep := task.Run(context.Background(), o)
 			if rep.Refused == nil || !strings.Contains(rep.Refused.Error(), tc.want) {
 				t.Errorf("Refused = %v; want %q", rep.Refused, tc.want)
+			}
+			if tc.seqIgnore && !errors.Is(rep.Refused, task.ErrOptions) {
+				t.Errorf("Refused = %v; want an error wrapping ErrOptions", rep.Refused)
 			}
 			sameFile(t, dst, make([]byte, 1<<20))
 		})
