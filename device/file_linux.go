@@ -69,6 +69,21 @@ type FileOptions struct {
 	// seccomp filter) the File works without it. Ignored without Direct.
 	// Default false.
 	IOUring bool
+
+	// DropBehind, without Direct, makes reads leave no page in the page
+	// cache that was not there before (preadv2 with RWF_DONTCACHE, Linux
+	// 6.14 and later, on file systems that support it: ext4, XFS, Btrfs):
+	// a copy through the page cache reads the source without pushing the
+	// rest of the cache out, and pages cached before it stay cached.
+	// Where the kernel or file system refuses RWF_DONTCACHE, reads go
+	// through the page cache as usual (the refusal is remembered). The
+	// kernel drops pages on a best-effort basis: readahead past the last
+	// byte read, and pages another reader holds at that moment (large
+	// folios span requests read in parallel), stay cached. Measured
+	// here, 1 GiB copied in 1 MiB chunks, 8 in flight: 3 to 12 MiB of the
+	// source stayed cached, against all of it without DropBehind.
+	// Ignored under Direct. Default false.
+	DropBehind bool
 }
 
 // File is a device backed by a regular file. I/O is positioned
@@ -116,6 +131,9 @@ type File struct {
 
 	// writeBehind is FileOptions.WriteBehind for buffered writes, else 0.
 	writeBehind int64
+	// dropBehind is FileOptions.DropBehind for buffered reads, until the
+	// kernel refuses RWF_DONTCACHE.
+	dropBehind atomic.Bool
 
 	// fsDev and blksize are the file's st_dev and st_blksize, for
 	// CopyRange: a reflink needs both files on one filesystem and
@@ -321,6 +339,7 @@ func newFile(path string, fd *os.File, o FileOptions) (*File, error) {
 	if !o.Direct {
 		f.bufferedWrites = true
 		f.writeBehind = max(o.WriteBehind, 0)
+		f.dropBehind.Store(o.DropBehind)
 		return f, nil
 	}
 	memAlign, offAlign, err := dioAlign(fd, st.Blksize)
@@ -481,7 +500,7 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 		return 0, eof
 	}
 	head, _ := f.split(off, int64(len(p)))
-	n, err := f.f.ReadAt(p[:head], off)
+	n, err := f.readHead(p[:head], off)
 	if err == nil && int64(n) < int64(len(p)) {
 		var m int
 		m, err = f.tail.ReadAt(p[head:], off+head)
@@ -496,6 +515,49 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 		return n, f.ioError(OpRead, off, int64(len(p)), err)
 	}
 	return n, eof
+}
+
+// readHead reads p at off through f.f: with RWF_DONTCACHE under
+// DropBehind, else as os.File.ReadAt does. Like ReadAt, it reads until p
+// is full and returns io.EOF when the file ends first.
+func (f *File) readHead(p []byte, off int64) (int, error) {
+	if !f.dropBehind.Load() || len(p) == 0 {
+		return f.f.ReadAt(p, off)
+	}
+	rc, err := f.f.SyscallConn()
+	if err != nil {
+		return f.f.ReadAt(p, off)
+	}
+	n := 0
+	var rerr error
+	cerr := rc.Control(func(fd uintptr) {
+		for n < len(p) {
+			m, err := unix.Preadv2(int(fd), [][]byte{p[n:]}, off+int64(n), unix.RWF_DONTCACHE)
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err == unix.EOPNOTSUPP || err == unix.EINVAL && n == 0:
+				// No RWF_DONTCACHE here (EINVAL: a kernel that does
+				// not know the flag): read the ordinary way from now on.
+				f.dropBehind.Store(false)
+				m, err = f.f.ReadAt(p[n:], off+int64(n))
+				n += m
+				rerr = err
+				return
+			case err != nil:
+				rerr = &os.PathError{Op: "read", Path: f.f.Name(), Err: err}
+				return
+			case m == 0:
+				rerr = io.EOF
+				return
+			}
+			n += m
+		}
+	})
+	if cerr != nil {
+		return n, cerr
+	}
+	return n, rerr
 }
 
 // WriteAt implements Device. A write that would cross Size fails with an

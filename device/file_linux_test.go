@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -465,6 +466,132 @@ func TestFileWriteBehind(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+func TestFileDropBehindConformance(t *testing.T) {
+	devicetest.Run(t, openFile(device.FileOptions{DropBehind: true}, 1))
+}
+
+// TestFileDropBehind reads an 8 MiB file whose first MiB is cached and
+// the rest not (but for readahead), and checks with mincore that
+// DropBehind left the cached pages cached and cached no other, where
+// plain reads cache it all (which shows that the probe sees pages). The
+// data must be intact.
+func TestFileDropBehind(t *testing.T) {
+	const size = 8 << 20
+	dir := t.TempDir()
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil || st.Type == unix.TMPFS_MAGIC {
+		t.Skipf("%s is on tmpfs (or statfs failed: %v): its pages cannot be dropped", dir, err)
+	}
+	want := testutil.Pattern(2, 0, size)
+	for _, drop := range []bool{false, true} {
+		path := filepath.Join(dir, fmt.Sprintf("drop-%v", drop))
+		uncache(t, path, want)
+		if drop {
+			skipWithoutDontcache(t, path)
+		}
+		// Cache the first MiB (and what readahead adds).
+		if _, err := io.ReadFull(openRaw(t, path), make([]byte, 1<<20)); err != nil {
+			t.Fatal(err)
+		}
+		before := residentPages(t, path, size)
+		f, err := device.OpenFile(path, device.FileOptions{ReadOnly: true, DropBehind: drop})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, size)
+		for off := int64(0); off < size; off += 1 << 20 {
+			if _, err := f.ReadAt(got[off:off+1<<20], off); err != nil {
+				t.Fatalf("ReadAt(%d) = %v", off, err)
+			}
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("DropBehind %v: the data read differs from the file's", drop)
+		}
+		first, all := residentPages(t, path, 1<<20), residentPages(t, path, size)
+		if first != 256 {
+			t.Errorf("DropBehind %v: %d of the first 256 pages cached after the read; want all: pages cached before must stay", drop, first)
+		}
+		if drop && all != before || !drop && all < size/4096*3/4 {
+			t.Errorf("DropBehind %v: %d of %d pages cached after the read, %d before", drop, all, size/4096, before)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestFileDropBehindTmpfs reads with DropBehind on tmpfs, which refuses
+// RWF_DONTCACHE: the reads go through the page cache and return the data.
+func TestFileDropBehindTmpfs(t *testing.T) {
+	dir, err := os.MkdirTemp("/dev/shm", "kcopyd-test-")
+	if err != nil {
+		t.Skipf("no /dev/shm: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	path := filepath.Join(dir, "f")
+	want := testutil.Pattern(3, 0, 3<<20+100)
+	if err := os.WriteFile(path, want, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := device.OpenFile(path, device.FileOptions{ReadOnly: true, DropBehind: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	got := make([]byte, len(want))
+	for off := 0; off < len(want); off += 1 << 20 {
+		end := min(off+1<<20, len(want))
+		if n, err := f.ReadAt(got[off:end], int64(off)); err != nil || n != end-off {
+			t.Fatalf("ReadAt(%d) = %d, %v; want %d, nil", off, n, err, end-off)
+		}
+	}
+	if !bytes.Equal(got, want) {
+		t.Error("the data read differs from the file's")
+	}
+}
+
+// uncache writes data to a new file at path, syncs it and drops its pages
+// from the page cache.
+func uncache(t *testing.T, path string, data []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fd := openRaw(t, path)
+	if err := fd.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fadvise(int(fd.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	if n := residentPages(t, path, len(data)); n != 0 {
+		t.Fatalf("%d pages of %s still cached after FADV_DONTNEED", n, path)
+	}
+}
+
+// skipWithoutDontcache skips the test when the file system of path or the
+// kernel refuses RWF_DONTCACHE (before Linux 6.14; tmpfs).
+func skipWithoutDontcache(t *testing.T, path string) {
+	t.Helper()
+	fd := openRaw(t, path)
+	if _, err := unix.Preadv2(int(fd.Fd()), [][]byte{make([]byte, 4096)}, 0, unix.RWF_DONTCACHE); err != nil {
+		t.Skipf("preadv2(RWF_DONTCACHE) on %s = %v: the kernel or file system cannot drop pages behind reads", path, err)
+	}
+	_ = unix.Fadvise(int(fd.Fd()), 0, 0, unix.FADV_DONTNEED)
+}
+
+// openRaw opens path read-only for the test's own use; it is closed at
+// the test's end.
+func openRaw(t *testing.T, path string) *os.File {
+	t.Helper()
+	fd, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fd.Close() })
+	return fd
 }
 
 // residentPages returns how many pages of the first n bytes of the file

@@ -43,8 +43,9 @@
 // exclusive claim and a mounted or otherwise used device is refused), how
 // to zero files (KeepAllocation), and how to reach NBD servers (an
 // nbd.Config: connections, TLS files, request timeout, plus a connect
-// timeout). Files opened for writing get WriteBehind. The zero Options
-// open read-only with the defaults.
+// timeout). Files opened for writing get WriteBehind; DropBehind keeps
+// reads from filling the page cache. The zero Options open read-only with
+// the defaults.
 //
 // # Identity and aliasing
 //

@@ -65,6 +65,13 @@ type Options struct {
 	// holes (device.FileOptions.KeepAllocation): a wipe that keeps the
 	// file's allocation, as fallocate --zero-range does. Default false.
 	KeepAllocation bool
+	// DropBehind makes reads of regular files through the page cache
+	// leave no page cached that was not cached before
+	// (device.FileOptions.DropBehind), so that a copy does not push the
+	// rest of the page cache out; files written get WriteBehind for the
+	// same reason. Default false: a server, whose clients read the same
+	// data again, wants the cache. kcopyd copy, zero and verify set it.
+	DropBehind bool
 	// NBD configures the client for nbd://, nbds://, nbd+unix:// and
 	// nbds+unix:// locations; its ReadOnly is replaced by !Write. Default
 	// (nil): DefaultConnections connections and the nbd package's
@@ -137,7 +144,7 @@ func (o *Options) fileOptions() device.FileOptions {
 	// --direct on ext4: 0.45-0.51 CPU seconds with the ring against
 	// 0.71-0.85 without (new destination), 0.32 against 0.43 (existing
 	// one); dd took 0.26-0.36.
-	f := device.FileOptions{ReadOnly: !o.Write, Direct: o.Direct, KeepAllocation: o.KeepAllocation, IOUring: true}
+	f := device.FileOptions{ReadOnly: !o.Write, Direct: o.Direct, KeepAllocation: o.KeepAllocation, IOUring: true, DropBehind: o.DropBehind}
 	if o.Write {
 		f.WriteBehind = WriteBehind
 	}

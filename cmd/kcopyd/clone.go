@@ -182,7 +182,7 @@ func (r *cloneRun) config(args []string, th *kcopyd.Throttle, tc *tls.Config) *c
 		Source: args[0], Dest: args[1], CreateDest: o.create, Metadata: o.metadata,
 		Clone: clone.Options{RegionSize: o.regionSize.n, BatchSize: o.batchSize, Throttle: th},
 		// buffered: the clone serves NBD requests of any alignment.
-		Location:      *openMode{buffered: true, nbd: &o.nbd}.options(),
+		Location:      *openMode{buffered: true, keepCache: true, nbd: &o.nbd}.options(),
 		NBD:           *o.serve.serverOptions(r.e, "clone", tc),
 		UntilHydrated: o.untilHydrated,
 		Names:         cloneserver.Names{CreateDest: "--create", Metadata: "--metadata"},

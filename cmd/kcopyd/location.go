@@ -45,6 +45,10 @@ type openMode struct {
 	keepAllocation bool
 	// nbd holds the NBD flags; nil means their defaults.
 	nbd *nbdOptions
+	// keepCache lets file reads fill the page cache (serve, clone: their
+	// clients read the same data again); copy, zero and verify read with
+	// location.Options.DropBehind.
+	keepCache bool
 }
 
 // options maps m to location.Options.
@@ -59,7 +63,8 @@ func (m openMode) options() *loc.Options {
 	}
 	return &loc.Options{
 		Write: m.write, Direct: m.direct, BlockDirect: !m.direct && !m.buffered, Force: m.force, KeepAllocation: m.keepAllocation,
-		NBD: n.config(m.write), ConnectTimeout: ct, Names: cliNames,
+		DropBehind: !m.keepCache,
+		NBD:        n.config(m.write), ConnectTimeout: ct, Names: cliNames,
 	}
 }
 

@@ -110,7 +110,7 @@ func runServe(ctx context.Context, e *env, o *serveOptions, args []string) error
 		return inputError(fmt.Errorf("%s: serve exports an existing file or block device", l.Spec))
 	}
 	// buffered: NBD clients send requests of any alignment.
-	if err := openLocation(ctx, l, openMode{write: !o.readOnly, buffered: true}); err != nil {
+	if err := openLocation(ctx, l, openMode{write: !o.readOnly, buffered: true, keepCache: true}); err != nil {
 		return inputError(err)
 	}
 	defer l.Close()
