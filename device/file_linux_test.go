@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -455,7 +454,7 @@ func TestFileWriteBehind(t *testing.T) {
 				t.Fatalf("WriteAt(%d) = %v", off, err)
 			}
 		}
-		if n := residentPages(t, path, 6<<20); n < tc.min || n > tc.max {
+		if n := testutil.CachedPages(t, path, 6<<20); n < tc.min || n > tc.max {
 			t.Errorf("WriteBehind %d, %d-byte writes: %d of the first %d pages cached; want %d to %d", tc.behind, chunk, n, pages, tc.min, tc.max)
 		}
 		got := make([]byte, size)
@@ -480,22 +479,16 @@ func TestFileDropBehindConformance(t *testing.T) {
 func TestFileDropBehind(t *testing.T) {
 	const size = 8 << 20
 	dir := t.TempDir()
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil || st.Type == unix.TMPFS_MAGIC {
-		t.Skipf("%s is on tmpfs (or statfs failed: %v): its pages cannot be dropped", dir, err)
-	}
 	want := testutil.Pattern(2, 0, size)
 	for _, drop := range []bool{false, true} {
-		path := filepath.Join(dir, fmt.Sprintf("drop-%v", drop))
-		uncache(t, path, want)
-		if drop {
-			skipWithoutDontcache(t, path)
-		}
+		path := testutil.WriteFile(t, dir, fmt.Sprintf("drop-%v", drop), want)
+		testutil.SkipUnlessPageCache(t, path)
+		testutil.Uncache(t, path)
 		// Cache the first MiB (and what readahead adds).
 		if _, err := io.ReadFull(openRaw(t, path), make([]byte, 1<<20)); err != nil {
 			t.Fatal(err)
 		}
-		before := residentPages(t, path, size)
+		before := testutil.CachedPages(t, path, size)
 		f, err := device.OpenFile(path, device.FileOptions{ReadOnly: true, DropBehind: drop})
 		if err != nil {
 			t.Fatal(err)
@@ -509,7 +502,7 @@ func TestFileDropBehind(t *testing.T) {
 		if !bytes.Equal(got, want) {
 			t.Errorf("DropBehind %v: the data read differs from the file's", drop)
 		}
-		first, all := residentPages(t, path, 1<<20), residentPages(t, path, size)
+		first, all := testutil.CachedPages(t, path, 1<<20), testutil.CachedPages(t, path, size)
 		if first != 256 {
 			t.Errorf("DropBehind %v: %d of the first 256 pages cached after the read; want all: pages cached before must stay", drop, first)
 		}
@@ -552,36 +545,6 @@ func TestFileDropBehindTmpfs(t *testing.T) {
 	}
 }
 
-// uncache writes data to a new file at path, syncs it and drops its pages
-// from the page cache.
-func uncache(t *testing.T, path string, data []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	fd := openRaw(t, path)
-	if err := fd.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Fadvise(int(fd.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
-		t.Fatal(err)
-	}
-	if n := residentPages(t, path, len(data)); n != 0 {
-		t.Fatalf("%d pages of %s still cached after FADV_DONTNEED", n, path)
-	}
-}
-
-// skipWithoutDontcache skips the test when the file system of path or the
-// kernel refuses RWF_DONTCACHE (before Linux 6.14; tmpfs).
-func skipWithoutDontcache(t *testing.T, path string) {
-	t.Helper()
-	fd := openRaw(t, path)
-	if _, err := unix.Preadv2(int(fd.Fd()), [][]byte{make([]byte, 4096)}, 0, unix.RWF_DONTCACHE); err != nil {
-		t.Skipf("preadv2(RWF_DONTCACHE) on %s = %v: the kernel or file system cannot drop pages behind reads", path, err)
-	}
-	_ = unix.Fadvise(int(fd.Fd()), 0, 0, unix.FADV_DONTNEED)
-}
-
 // openRaw opens path read-only for the test's own use; it is closed at
 // the test's end.
 func openRaw(t *testing.T, path string) *os.File {
@@ -592,32 +555,6 @@ func openRaw(t *testing.T, path string) *os.File {
 	}
 	t.Cleanup(func() { fd.Close() })
 	return fd
-}
-
-// residentPages returns how many pages of the first n bytes of the file
-// at path are in the page cache.
-func residentPages(t *testing.T, path string, n int) int {
-	t.Helper()
-	fd, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fd.Close()
-	m, err := unix.Mmap(int(fd.Fd()), 0, n, unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatalf("mmap %s: %v", path, err)
-	}
-	defer unix.Munmap(m)
-	vec := make([]byte, (n+4095)/4096)
-	_, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(n), uintptr(unsafe.Pointer(&vec[0])))
-	if errno != 0 {
-		t.Fatalf("mincore %s: %v", path, errno)
-	}
-	count := 0
-	for _, v := range vec {
-		count += int(v & 1)
-	}
-	return count
 }
 
 // TestFileKeepAllocation checks both zeroing orders on a written file: by

@@ -1,7 +1,8 @@
 // Package testutil holds helpers for the project's tests: deterministic
 // data patterns that can be checked one range at a time, devices filled
-// with them, range comparison that names the first differing byte, and a
-// goroutine-leak check.
+// with them, range comparison that names the first differing byte, a
+// goroutine-leak check, and (on Linux) probes of a file's pages in the
+// page cache.
 //
 // Helpers that touch devices respect the device's Limits: buffers are
 // aligned to MemAlign and transfers stay within MaxTransfer. Offsets and
