@@ -239,17 +239,61 @@ func TestSourceReadError(t *testing.T) {
 	if _, err := c.WriteAt(buf, 10*rs+5); err == nil {
 		t.Fatal("a partial write to the bad region succeeded")
 	}
-	for c.Status().Failures < 3 { // failed and retried
-		time.Sleep(time.Millisecond)
-	}
-	st := c.Status()
-	if st.Done || st.FailedRegions != 1 || st.HydratedRegions != st.Regions-1 || st.LastError == "" || st.SourceReadErrors != 1 {
+	// Wait for the state, not for a count of failures: whether the
+	// hydrator's first batch held the bad region, or the client's write
+	// had marked it failed before, decides how many failures come first.
+	st := waitStatus(t, c, func(st clone.Status) bool {
+		return st.HydratedRegions == st.Regions-1 && st.Failures >= 3 // failed and retried
+	})
+	if st.Done || st.FailedRegions != 1 || st.LastError == "" || st.SourceReadErrors != 1 {
 		t.Fatalf("Status = %+v; want every region but the bad one hydrated, one failed, reported", st)
 	}
 	bad.Off()
 	waitHydrated(t, c)
 	if got, want := s.dst.Bytes(), s.src.Bytes(); !bytes.Equal(got, want) {
 		t.Fatalf("DEST differs at byte %d", testutil.FirstDiff(got, want))
+	}
+}
+
+// TestBatchFailureNamesBadRegion: a background batch that fails on one
+// region marks that region failed, not the batch's first one, and the
+// regions before it are copied at once, not after a retry (RetryInterval
+// is an hour here: a region wrongly marked failed would never hydrate).
+func TestBatchFailureNamesBadRegion(t *testing.T) {
+	const rs = 4 << 10
+	s := newSetup(t, 256<<10, rs, 8)
+	bad := faultdev.NewToggle(faultdev.Reads(faultdev.Range(10*rs, rs, faultdev.Always(nil))))
+	bad.On()
+	// The first batch holds every region, the bad one included.
+	c, err := clone.Open(faultdev.Wrap(s.src, bad), s.dst, s.md, &clone.Options{RegionSize: rs, RetryInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeClone(t, c)
+	st := waitStatus(t, c, func(st clone.Status) bool { return st.HydratedRegions == st.Regions-1 })
+	// Two failures: the batch's, then the bad region's alone.
+	if st.FailedRegions != 1 || st.Failures != 2 || st.Done {
+		t.Fatalf("Status = %+v; want every region but the bad one hydrated, after two failures", st)
+	}
+	if i := testutil.FirstDiff(s.dst.Bytes()[:10*rs], s.src.Bytes()[:10*rs]); i >= 0 {
+		t.Fatalf("DEST differs at byte %d, before the bad region", i)
+	}
+}
+
+// waitStatus polls c's status until ok accepts it, and returns it; it
+// fails the test after 60 s.
+func waitStatus(t testing.TB, c *clone.Clone, ok func(clone.Status) bool) clone.Status {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		st := c.Status()
+		if ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Status = %+v after 60s; not the state the test waits for", st)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

@@ -29,8 +29,11 @@
 // kcopyd.Throttle (percent and bytes per second, changeable while the
 // clone runs). Before each batch it waits, for at most
 // Options.YieldTimeout, until no client request is in flight. A failed
-// copy is counted in Status and retried after Options.RetryInterval, the
-// region alone; nothing is marked hydrated that was not copied.
+// copy is counted in Status. When a batch of several regions fails, the
+// regions after its copied prefix, up to the last byte the error names,
+// are copied again at once, one region per job, so that only a region
+// that fails alone is marked failed; it is retried after
+// Options.RetryInterval. Nothing is marked hydrated that was not copied.
 //
 // # Crash safety
 //

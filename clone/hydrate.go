@@ -3,6 +3,7 @@ package clone
 import (
 	"context"
 	"errors"
+	"math"
 	"time"
 
 	"github.com/kcopyd/kcopyd"
@@ -54,21 +55,54 @@ func (c *Clone) runBatch(ctx context.Context, r, n int64, l *rangeLock) int64 {
 		c.copied(r, done, nil)
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.mu.busy -= n
-	c.mu.Unlock()
-	if done == n {
+	switch {
+	case done == n:
 		return r + n
+	case ctx.Err() != nil:
+		return r + done + 1
+	case n-done > 1:
+		// The failure may lie in any region after the copied prefix (an
+		// engine chunk spans many regions, and its error all of them):
+		// count it, mark no region failed, and copy the regions up to
+		// the last failed byte one at a time, so that only a region
+		// that fails alone waits for a retry.
+		c.mu.failures++
+		c.mu.lastErr = err
+		c.mu.single = max(c.mu.single, min(r+n, failedEnd(err, c.shift)))
+		return r + done
 	}
-	if ctx.Err() == nil {
-		c.copied(r+done, 1, err)
-	}
+	c.failLocked(r+done, err)
 	return r + done + 1
+}
+
+// failedEnd returns the region after the last byte that err, a
+// *kcopyd.JobError of a batch copied to the same offsets, reports failed;
+// the largest int64 when it reports no range.
+func failedEnd(err error, shift uint) int64 {
+	var je *kcopyd.JobError
+	if !errors.As(err, &je) {
+		return math.MaxInt64
+	}
+	end := int64(-1)
+	rs := je.ReadRanges
+	for _, w := range je.WriteRanges {
+		rs = append(rs[:len(rs):len(rs)], w...)
+	}
+	for _, x := range rs {
+		end = max(end, x.Off+x.Len)
+	}
+	if end <= 0 {
+		return math.MaxInt64
+	}
+	return (end-1)>>shift + 1
 }
 
 // nextBatch finds the first region at or after from that is unhydrated,
 // unlocked and not waiting for a retry, extends it with the contiguous
-// regions in the same state up to the batch size (a region being retried
-// is copied alone), and locks the batch. It returns a nil lock when there
+// regions in the same state up to the batch size (a region being retried,
+// or one below the single mark, is copied alone), and locks the batch. It returns a nil lock when there
 // is none.
 func (c *Clone) nextBatch(from int64, now time.Time) (r, n int64, l *rangeLock) {
 	c.mu.Lock()
@@ -89,7 +123,7 @@ func (c *Clone) nextBatch(from int64, now time.Time) (r, n int64, l *rangeLock) 
 		return 0, 0, nil
 	}
 	n = 1
-	if !c.mu.failed.test(r) {
+	if !c.mu.failed.test(r) && r >= c.mu.single {
 		for limit := c.batchLimit(); n < limit && r+n < c.regions; n++ {
 			x := r + n
 			if c.mu.bits.test(x) || c.mu.failed.test(x) || c.overlapLocked(x, x+1) != nil {
