@@ -36,7 +36,7 @@ var importRules = map[string][]string{
 	"M/internal/bufpool":          {"M/device", "M/internal/invariants"},
 	"M/internal/dmio":             {"M/device", "M/internal/bufpool"},
 	"M/internal/invariants":       {},
-	"M/internal/testutil":         {"M/device", "M/device/devicetest", "go.uber.org/goleak"},
+	"M/internal/testutil":         {"M/device", "M/device/devicetest", "go.uber.org/goleak", "golang.org/x/sys/unix"},
 	"M/internal/throttle":         {},
 	"M/internal/uring":            {"golang.org/x/sys/unix"},
 	"M/location":                  {"M/device", "M/device/blockdev", "M/device/nbd", "golang.org/x/sys/unix"},
