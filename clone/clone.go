@@ -49,9 +49,7 @@ type Clone struct {
 		failed   bitmap // regions whose last copy failed
 		nfailed  int64
 		retryAt  time.Time // failed regions are skipped until then
-		// single: regions below it are copied one per batch, so that a
-		// failure names its region (after a batch of several failed).
-		single int64
+		single   int64     // regions below it are copied one per batch (after a batch of several failed)
 		lastErr  error     // the newest hydration or commit failure
 		failures int64     // failed copies since Open
 		readErrs int64     // client reads that SOURCE failed
