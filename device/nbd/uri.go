@@ -161,6 +161,12 @@ func ParseURI(s string) (*URI, error) {
 	if strings.ContainsAny(r.Host, "%\x00") {
 		return bad("host %q is not supported (no zones or NUL)", r.Host)
 	}
+	// url.Parse takes "]::1" as host "]:" and port 1: a host with a
+	// bracket, or a colon outside an IPv6 address, names nothing and
+	// would not survive String.
+	if strings.ContainsAny(r.Host, "[]") || strings.Contains(r.Host, ":") && net.ParseIP(r.Host) == nil {
+		return bad("host %q is neither a host name nor an IP address (write an IPv6 address in brackets, as in nbd://[::1]:10809/EXPORT)", r.Host)
+	}
 	r.Port = u.Port()
 	if r.Port == "" {
 		if strings.HasSuffix(u.Host, ":") {

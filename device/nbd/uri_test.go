@@ -66,6 +66,9 @@ func TestParseURIErrors(t *testing.T) {
 		"nbd://example.com/a%00b",
 		"nbd://example.com/" + strings.Repeat("x", 4097),
 		"nbd://example.com/%zz",
+		"nBd://]::1", // found by FuzzParseURI: host "]:"
+		"nbd://a]:1/",
+		"nbd://[::1]]:1/",
 	} {
 		u, err := ParseURI(in)
 		if !errors.Is(err, ErrBadURI) {
